@@ -1,0 +1,55 @@
+# thingspace-listener: build, run, test, benchmark, fuzz, install.
+SHELL := /bin/bash
+SWIFT ?= swift
+CONFIG ?= config/thingspace-listener.json
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+# Debian packages each goal needs; `make deps-*` installs the missing ones.
+RUN_PACKAGES := libcurl4-openssl-dev libsqlite3-dev sqlite3
+TEST_PACKAGES := $(RUN_PACKAGES) curl systemd
+BENCH_PACKAGES := $(RUN_PACKAGES) wrk nginx-light curl time
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing missing packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: all build release run test bench fuzz install uninstall clean deps-run deps-test deps-bench
+
+all: build
+
+deps-run:
+	$(call apt_install,$(RUN_PACKAGES))
+deps-test:
+	$(call apt_install,$(TEST_PACKAGES))
+deps-bench:
+	$(call apt_install,$(BENCH_PACKAGES))
+
+build: deps-run
+	$(SWIFT) build
+
+release: deps-run
+	$(SWIFT) build -c release
+
+run: release
+	mkdir -p var
+	$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener serve --config $(CONFIG)
+
+test: deps-test
+	$(SWIFT) build --build-tests
+	THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
+		$(SWIFT) test --skip-build
+
+bench: deps-bench release
+	bench/run
+
+fuzz:
+	Fuzz/run $(FUZZ_SECONDS)
+
+clean:
+	rm -rf .build .build-* var

@@ -1,0 +1,97 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Module layout and dependency direction: see README.md ("Architecture").
+// HTTP1 depends on nothing; HTTPServer on HTTP1; CallbackStore and ThingSpace
+// stand alone; ListenerApp wires everything; the executable only parses
+// arguments.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "thingspace-listener",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "thingspace-listener", targets: ["thingspace-listener"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    ],
+    targets: [
+        // System-library shims: headers plus static inline wrappers for the
+        // C APIs Swift cannot call directly (variadic curl_easy_setopt,
+        // SQLITE_TRANSIENT).
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "CSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
+
+        .target(name: "HTTP1", swiftSettings: strict),
+        .target(
+            name: "HTTPServer",
+            dependencies: ["HTTP1", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CallbackStore",
+            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ThingSpace",
+            dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // A local simulator of ThingSpace (token, session, callbacks API and
+        // callback delivery) for `make run`, the `sandbox` command and tests.
+        .target(
+            name: "ThingSpaceSandbox",
+            dependencies: ["HTTP1", "HTTPServer", "ThingSpace", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ListenerApp",
+            dependencies: [
+                "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "thingspace-listener",
+            dependencies: [
+                "ListenerApp",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1"], swiftSettings: strict),
+        .testTarget(name: "CallbackStoreTests", dependencies: ["CallbackStore"], swiftSettings: strict),
+        .testTarget(
+            name: "ThingSpaceTests",
+            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ListenerAppTests",
+            dependencies: ["ListenerApp", "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox"],
+            swiftSettings: strict
+        ),
+        // Start the real binary; it is built before the tests run (see Makefile).
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["ThingSpaceSandbox", "HTTP1"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+// CallbackStore: see README.md (Architecture).

@@ -1,0 +1,1 @@
+// ListenerApp: see README.md (Architecture).

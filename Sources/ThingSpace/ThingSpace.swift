@@ -1,0 +1,1 @@
+// ThingSpace: see README.md (Architecture).

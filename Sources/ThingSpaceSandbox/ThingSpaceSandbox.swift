@@ -1,0 +1,1 @@
+// ThingSpaceSandbox: see README.md (Architecture).
