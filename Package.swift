@@ -73,6 +73,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The bare HTTP server for bench/: reads the body, answers 200, stores nothing.
+        .executableTarget(
+            name: "http-bench-server",
+            dependencies: ["HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            path: "bench/Server",
+            swiftSettings: strict
+        ),
 
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1"], swiftSettings: strict),

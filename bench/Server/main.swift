@@ -1,0 +1,2 @@
+// Benchmark server: see bench/README.md.
+print("not yet")
