@@ -1,0 +1,168 @@
+import CallbackStore
+import Foundation
+import HTTP1
+import HTTPServer
+import Logging
+import Synchronization
+import ThingSpace
+
+/// Receives ThingSpace callbacks: routes `POST {pathPrefix}/{Service}`,
+/// checks source, media type, JSON and credentials (in that order), redacts
+/// the password, and hands the message to the group-commit writer. It answers
+/// 200 only once the writer reports the commit.
+public final class CallbackHandler: HTTPRequestHandler {
+    private let pathPrefix: String
+    private let policy: Mutex<IntakePolicy>
+    private let writer: GroupCommitWriter
+    private let metrics: ListenerMetrics
+    private let logger: Logger
+
+    public init(
+        pathPrefix: String, policy: IntakePolicy, writer: GroupCommitWriter, metrics: ListenerMetrics, logger: Logger
+    ) {
+        self.pathPrefix = pathPrefix
+        self.policy = Mutex(policy)
+        self.writer = writer
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Replaces what the intake accepts (SIGHUP). Requests already checked keep their verdict.
+    public func update(policy newPolicy: IntakePolicy) { policy.withLock { $0 = newPolicy } }
+
+    public func handle(_ request: HTTPRequest, context: HTTPRequestContext, responder: HTTPResponder) {
+        let policy = self.policy.withLock { $0 }
+        switch admit(request, context: context, policy: policy) {
+        case .reject(let reason, let status, let message, let headers, let service):
+            metrics.rejected(reason)
+            var log = logger
+            log[metadataKey: "connection.id"] = "\(context.connectionID)"
+            if let service { log[metadataKey: "callback.service"] = "\(service)" }
+            log.notice(
+                "callback rejected",
+                metadata: ["reason": "\(reason.rawValue)", "status": "\(status.code)", "remote": "\(context.remoteAddress)", "detail": "\(message)"]
+            )
+            respond(responder, Self.errorResponse(status, message, headers: headers))
+        case .store(let callback):
+            let accepted = writer.submit(callback) { [metrics, logger] result in
+                switch result {
+                case .success(let receipt):
+                    metrics.stored(service: callback.service, duplicate: receipt.duplicateOf != nil)
+                    logger.debug(
+                        "callback stored",
+                        metadata: [
+                            "callback.service": "\(callback.service)", "callback.request_id": "\(callback.requestID ?? "")",
+                            "callback.id": "\(receipt.id)", "callback.duplicate_of": "\(receipt.duplicateOf.map(String.init) ?? "")",
+                        ]
+                    )
+                    self.respond(responder, Self.storedResponse(receipt))
+                case .failure:
+                    // The writer logs the failure once per episode; nothing was acknowledged.
+                    metrics.rejected(.storeUnavailable)
+                    self.respond(responder, Self.errorResponse(.serviceUnavailable, "storage unavailable; retry later", headers: ["Retry-After": "5"]))
+                }
+            }
+            if !accepted {
+                metrics.rejected(.queueFull)
+                logger.warning("store queue full: answering 503", metadata: ["callback.service": "\(callback.service)"])
+                respond(responder, Self.errorResponse(.serviceUnavailable, "busy; retry later", headers: ["Retry-After": "1"]))
+            }
+        }
+    }
+
+    private func respond(_ responder: HTTPResponder, _ response: HTTPResponse) {
+        metrics.responded(status: response.status.code)
+        responder.respond(response)
+    }
+
+    // MARK: Admission
+
+    enum Admission {
+        case reject(RejectionReason, HTTPStatus, String, headers: HTTPHeaders = HTTPHeaders(), service: String? = nil)
+        case store(NewCallback)
+    }
+
+    func admit(_ request: HTTPRequest, context: HTTPRequestContext, policy: IntakePolicy) -> Admission {
+        let head = request.head
+        guard let service = serviceName(in: head.path), policy.services.contains(service) else {
+            return .reject(.unknownService, .notFound, "no such callback service")
+        }
+        guard head.method == "POST" else {
+            return .reject(.methodNotAllowed, .methodNotAllowed, "use POST", headers: ["Allow": "POST"], service: service)
+        }
+        let client = policy.clientAddress(peer: context.remoteAddress, forwardedFor: head.headers.values(for: "X-Forwarded-For"))
+        guard policy.isSourceAllowed(client) else {
+            return .reject(.sourceNotAllowed, .forbidden, "source address not allowed", service: service)
+        }
+        guard Self.isJSONMediaType(head.headers["Content-Type"]) else {
+            return .reject(.unsupportedMediaType, .unsupportedMediaType, "Content-Type must be application/json", service: service)
+        }
+        let envelope: CallbackEnvelope
+        do {
+            envelope = try CallbackEnvelope(body: request.body)
+        } catch {
+            return .reject(.invalidJSON, .badRequest, error.description, service: service)
+        }
+        guard policy.acceptsCredentials(username: envelope.username, password: envelope.password) else {
+            return .reject(.badCredentials, .forbidden, "callback credentials do not match", service: service)
+        }
+        var identity = Array(service.utf8)
+        identity.append(0x0A)
+        identity.append(contentsOf: envelope.identity)
+        return .store(
+            NewCallback(
+                receivedAt: Self.nowMilliseconds(),
+                service: service,
+                requestID: envelope.requestID,
+                deviceIDs: envelope.deviceIDs.map { DeviceID(id: $0.id, kind: $0.kind) },
+                status: envelope.status,
+                callbackCount: envelope.callbackCount,
+                remoteAddress: client,
+                dedupKey: SHA256.hexDigest(identity),
+                body: envelope.redacting(request.body)
+            )
+        )
+    }
+
+    /// `{pathPrefix}/{Service}` → `Service`; nil for any other path.
+    func serviceName(in path: Substring) -> String? {
+        guard path.hasPrefix(pathPrefix) else { return nil }
+        let rest = path.dropFirst(pathPrefix.count)
+        guard rest.first == "/" else { return nil }
+        let name = rest.dropFirst()
+        guard !name.isEmpty, !name.contains("/") else { return nil }
+        return String(name)
+    }
+
+    /// `application/json`, any letter case, with optional parameters such as charset.
+    static func isJSONMediaType(_ value: String?) -> Bool {
+        guard let value else { return false }
+        let type = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        return type.caseInsensitiveCompare("application/json") == .orderedSame
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
+    // MARK: Responses
+
+    static func storedResponse(_ receipt: CommitReceipt) -> HTTPResponse {
+        var body = "{\"status\":\"stored\",\"id\":\(receipt.id)"
+        if let original = receipt.duplicateOf { body += ",\"duplicateOf\":\(original)" }
+        body += "}"
+        return HTTPResponse(status: .ok, contentType: "application/json", body: body)
+    }
+
+    static func errorResponse(_ status: HTTPStatus, _ message: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+        var response = HTTPResponse(status: status, contentType: "application/json", body: "")
+        var body: [UInt8] = Array("{\"error\":".utf8)
+        JSONEncoding.appendString(message, to: &body)
+        body.append(UInt8(ascii: "}"))
+        response.body = body
+        for field in headers { response.headers.add(name: field.name, value: field.value) }
+        return response
+    }
+}

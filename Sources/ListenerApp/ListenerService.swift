@@ -1,0 +1,234 @@
+import CallbackStore
+import Dispatch
+import Foundation
+import HTTP1
+import HTTPServer
+import Logging
+import Synchronization
+
+/// Why `serve` could not start. One line each, naming what to fix.
+public enum ListenerError: Error, CustomStringConvertible {
+    case storeUnavailable(String)
+    case listenFailed(String)
+
+    public var description: String {
+        switch self {
+        case .storeUnavailable(let message): return "cannot open the store: \(message)"
+        case .listenFailed(let message): return "cannot listen: \(message)"
+        }
+    }
+}
+
+/// The `serve` lifecycle, in order: open the store → listen (or adopt
+/// systemd's sockets) → READY=1 → register with ThingSpace in the background.
+/// On SIGTERM/SIGINT, in reverse: STOPPING=1 → deregister (bounded) → stop
+/// accepting and drain in-flight requests (bounded) → flush the store → return.
+/// SIGHUP reloads what can change live.
+public final class ListenerService: Sendable {
+    private let configuration: ListenerConfiguration
+    private let reload: @Sendable () async throws(ConfigurationError) -> ListenerConfiguration
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+    private let environment: [String: String]
+    private let draining = Atomic<Bool>(false)
+    /// The callback port actually bound (useful with port 0), once listening.
+    public let boundPort = Mutex<Int?>(nil)
+
+    public init(
+        configuration: ListenerConfiguration,
+        reload: @escaping @Sendable () async throws(ConfigurationError) -> ListenerConfiguration,
+        logger: Logger,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
+        self.configuration = configuration
+        self.reload = reload
+        self.logger = logger
+        self.environment = environment
+        self.notifier = SystemdNotifier(environment: environment)
+    }
+
+    public func run() async throws(ListenerError) {
+        for ignored in [SIGPIPE, SIGXFSZ] { signal(ignored, SIG_IGN) }  // EPIPE and EFBIG come back as errors instead
+        let metrics = ListenerMetrics(services: configuration.callbacks.services)
+
+        // 1. The store: nothing is acknowledged without it.
+        let store: SQLiteCallbackStore
+        do {
+            store = try SQLiteCallbackStore(path: configuration.storage.path)
+        } catch {
+            throw .storeUnavailable("\(configuration.storage.path): \(error)")
+        }
+        let writer = GroupCommitWriter(store: store, capacity: configuration.storage.queueCapacity, logger: logger)
+        writer.onCommit = { size, duration in metrics.committed(batchSize: size, duration: duration) }
+        let retention = RetentionSweeper(configuration: configuration.storage, logger: logger)
+        retention?.start()
+
+        // 2. The callback listener.
+        let handler = CallbackHandler(
+            pathPrefix: configuration.http.pathPrefix, policy: IntakePolicy(configuration.callbacks),
+            writer: writer, metrics: metrics, logger: logger
+        )
+        let server = HTTPServer(configuration: configuration.serverConfiguration, handler: handler, logger: logger)
+        let passed = SystemdNotifier.listeningSockets(environment: environment)
+        let callbackSockets = passed.filter { $0.name != "admin" }.map(\.descriptor)
+        do {
+            if callbackSockets.isEmpty { try server.start() } else { try server.start(listeningSockets: callbackSockets) }
+        } catch {
+            writer.close()
+            throw .listenFailed("\(configuration.http.host):\(configuration.http.port): \(error)")
+        }
+        boundPort.withLock { $0 = server.localPort }
+        logger.info(
+            "listening for callbacks",
+            metadata: [
+                "address": "\(callbackSockets.isEmpty ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
+                "path": "\(configuration.http.pathPrefix)/{\(configuration.callbacks.services.joined(separator: ","))}",
+            ]
+        )
+
+        // 3. Registration with ThingSpace, in the background.
+        let registrar = Registrar.make(configuration: configuration, metrics: metrics, logger: logger)
+
+        // 4. The admin listener.
+        var admin: HTTPServer?
+        if configuration.admin.enabled {
+            let probes = AdminHandler.Probes(
+                isServing: { [draining] in !draining.load(ordering: .relaxed) },
+                isStoreWritable: { writer.isHealthy },
+                isRegistered: registrar.map { registrar in { registrar.isRegistered } }
+            )
+            var adminConfiguration = HTTPServerConfiguration()
+            adminConfiguration.host = configuration.admin.host
+            adminConfiguration.port = configuration.admin.port
+            adminConfiguration.maxConnections = 64
+            let adminServer = HTTPServer(
+                configuration: adminConfiguration, handler: AdminHandler(metrics: metrics, probes: probes), logger: logger
+            )
+            do {
+                if let socket = passed.first(where: { $0.name == "admin" }) {
+                    try adminServer.start(listeningSockets: [socket.descriptor])
+                } else {
+                    try adminServer.start()
+                }
+                admin = adminServer
+                logger.info("admin listener up", metadata: ["address": "\(configuration.admin.host):\(adminServer.localPort ?? 0)"])
+            } catch {
+                // Health and metrics are for operators; callbacks matter more.
+                logger.error("admin listener not started: \(error)")
+            }
+        }
+
+        notifier.notify("READY=1\nSTATUS=Serving callbacks; \(registrar == nil ? "registration off" : "registering")\nMAINPID=\(getpid())")
+        let watchdog = Watchdog(notifier: notifier, environment: environment, server: server, writer: writer, logger: logger)
+        watchdog?.start()
+        let statusTimer = startStatusUpdates(registrar: registrar, server: server, metrics: metrics)
+        registrar?.start()
+
+        // 5. Serve until told to stop; reload on SIGHUP.
+        let signal = await waitForStopSignal(onReload: { [self] in
+            await self.reloadLiveSettings(handler: handler)
+        })
+        logger.info("stopping", metadata: ["signal": "\(signal)"])
+        notifier.notify("STOPPING=1\nSTATUS=Stopping: deregistering, then draining")
+        statusTimer.cancel()
+
+        // 6. Reverse order.
+        if let registrar { await registrar.stop() }
+        draining.store(true, ordering: .relaxed)
+        let grace = Duration.milliseconds(Int(configuration.http.shutdownGracePeriod * 1000))
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            server.shutdown(gracePeriod: grace) { done.resume() }
+        }
+        if let admin {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                admin.shutdown(gracePeriod: .seconds(1)) { done.resume() }
+            }
+        }
+        watchdog?.stop()
+        retention?.stop()
+        writer.close()
+        logger.info("stopped")
+    }
+
+    /// SIGHUP: callback credentials, the allow-list, trusted proxies and the
+    /// log level change live; anything else needs a restart and is named.
+    private func reloadLiveSettings(handler: CallbackHandler) async {
+        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())")
+        defer { notifier.notify("READY=1") }
+        let fresh: ListenerConfiguration
+        do {
+            fresh = try await reload()
+        } catch {
+            logger.error("reload refused, keeping the running configuration: \(error)")
+            return
+        }
+        handler.update(policy: IntakePolicy(fresh.callbacks))
+        LogLevelSwitch.shared.level = fresh.logging.level
+        var needRestart: [String] = []
+        if fresh.http.host != configuration.http.host || fresh.http.port != configuration.http.port { needRestart.append("http.host/http.port") }
+        if fresh.http.pathPrefix != configuration.http.pathPrefix { needRestart.append("http.pathPrefix") }
+        if fresh.storage.path != configuration.storage.path { needRestart.append("storage.path") }
+        if fresh.callbacks.services != configuration.callbacks.services { needRestart.append("callbacks.services (accepted set updated; registration unchanged)") }
+        if fresh.thingspace.baseURL != configuration.thingspace.baseURL || fresh.thingspace.accountName != configuration.thingspace.accountName
+            || fresh.thingspace.callbackBaseURL != configuration.thingspace.callbackBaseURL
+        {
+            needRestart.append("thingspace.*")
+        }
+        if fresh.admin.port != configuration.admin.port || fresh.admin.host != configuration.admin.host { needRestart.append("admin.*") }
+        logger.notice(
+            "configuration reloaded: callback credentials, allowed sources, trusted proxies and log level are live",
+            metadata: needRestart.isEmpty ? [:] : ["restart_needed_for": "\(needRestart.joined(separator: ", "))"]
+        )
+    }
+
+    private func startStatusUpdates(registrar: Registrar?, server: HTTPServer, metrics: ListenerMetrics) -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        timer.schedule(deadline: .now() + 5, repeating: 5)
+        timer.setEventHandler { [notifier] in
+            metrics.setOpenConnections(server.openConnections)
+            let registration = registrar?.stateDescription ?? "registration off"
+            notifier.notify("STATUS=Serving callbacks; \(registration); \(server.openConnections) connections open")
+        }
+        timer.resume()
+        return timer
+    }
+
+    /// Waits for SIGTERM or SIGINT (returned), running `onReload` for each SIGHUP meanwhile.
+    private func waitForStopSignal(onReload: @escaping @Sendable () async -> Void) async -> String {
+        let queue = DispatchQueue(label: "thingspace-listener.signals")
+        return await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            let resumed = Mutex(false)
+            var sources: [any DispatchSourceSignal] = []
+            for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler {
+                    if number == SIGHUP {
+                        Task { await onReload() }
+                        return
+                    }
+                    let first = resumed.withLock { done in
+                        defer { done = true }
+                        return !done
+                    }
+                    if first { continuation.resume(returning: name) }
+                }
+                source.resume()
+                sources.append(source)
+            }
+            SignalSources.keep(sources)
+        }
+    }
+
+    static func monotonicMicroseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
+    }
+}
+
+/// Signal sources must outlive the wait that installs them.
+private enum SignalSources {
+    nonisolated(unsafe) static var retained: [any DispatchSourceSignal] = []
+    static func keep(_ sources: [any DispatchSourceSignal]) { retained = sources }
+}

@@ -1,0 +1,56 @@
+import HTTP1
+import HTTPServer
+import Synchronization
+
+/// The admin listener (separate port, loopback by default): `/healthz`,
+/// `/readyz`, `/metrics`.
+final class AdminHandler: HTTPRequestHandler {
+    /// What `/readyz` reports; each part is asked when the request arrives.
+    struct Probes: Sendable {
+        var isServing: @Sendable () -> Bool
+        var isStoreWritable: @Sendable () -> Bool
+        /// nil when registration is off.
+        var isRegistered: (@Sendable () -> Bool)?
+    }
+
+    private let metrics: ListenerMetrics
+    private let probes: Probes
+
+    init(metrics: ListenerMetrics, probes: Probes) {
+        self.metrics = metrics
+        self.probes = probes
+    }
+
+    func handle(_ request: HTTPRequest, context: HTTPRequestContext, responder: HTTPResponder) {
+        guard request.head.method == "GET" || request.head.method == "HEAD" else {
+            responder.respond(HTTPResponse(status: .methodNotAllowed, headers: ["Allow": "GET, HEAD"]))
+            return
+        }
+        switch request.head.path {
+        case "/healthz":
+            let serving = probes.isServing()
+            responder.respond(text(serving ? .ok : .serviceUnavailable, serving ? "serving\n" : "draining\n"))
+        case "/readyz":
+            var problems: [String] = []
+            if !probes.isServing() { problems.append("draining") }
+            if !probes.isStoreWritable() { problems.append("store not writable") }
+            if let registered = probes.isRegistered, !registered() { problems.append("not registered with ThingSpace") }
+            responder.respond(
+                problems.isEmpty ? text(.ok, "ready\n") : text(.serviceUnavailable, problems.joined(separator: "; ") + "\n")
+            )
+        case "/metrics":
+            responder.respond(
+                HTTPResponse(
+                    status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+                    body: metrics.exposition()
+                )
+            )
+        default:
+            responder.respond(text(.notFound, "not found\n"))
+        }
+    }
+
+    private func text(_ status: HTTPStatus, _ body: String) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "text/plain; charset=utf-8", body: body)
+    }
+}

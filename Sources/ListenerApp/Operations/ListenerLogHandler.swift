@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import Synchronization
+import ThingSpace
+
+/// Log lines on stderr: readable text (with a `<N>` syslog priority prefix
+/// when journald reads the stream, so `journalctl -p` works) or JSON lines.
+public struct ListenerLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    /// Shared through `LogLevelSwitch` so a reload changes every logger at once.
+    public var logLevel: Logger.Level {
+        get { LogLevelSwitch.shared.level }
+        set { LogLevelSwitch.shared.level = newValue }
+    }
+    private let label: String
+    private let format: ListenerConfiguration.LogFormat
+    private let journald: Bool
+    private let output: LogOutput
+
+    public init(
+        label: String, level: Logger.Level, format: ListenerConfiguration.LogFormat,
+        journald: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil,
+        output: LogOutput = .standardError
+    ) {
+        self.label = label
+        LogLevelSwitch.shared.level = level
+        self.format = format
+        self.journald = journald
+        self.output = output
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        var line: [UInt8] = []
+        switch format {
+        case .text:
+            if journald { line += Array("<\(Self.syslogPriority(event.level))>".utf8) } else {
+                line += Array("\(Self.timestamp()) ".utf8)
+            }
+            line += Array("\(event.level.rawValue.uppercased()) \(event.message)".utf8)
+            for key in merged.keys.sorted() { line += Array(" \(key)=\(merged[key]!)".utf8) }
+        case .json:
+            line += Array("{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level.rawValue)\",\"logger\":".utf8)
+            JSONEncoding.appendString(label, to: &line)
+            line += Array(",\"message\":".utf8)
+            JSONEncoding.appendString("\(event.message)", to: &line)
+            for key in merged.keys.sorted() {
+                line.append(UInt8(ascii: ","))
+                JSONEncoding.appendString(key, to: &line)
+                line.append(UInt8(ascii: ":"))
+                JSONEncoding.appendString("\(merged[key]!)", to: &line)
+            }
+            line.append(UInt8(ascii: "}"))
+        }
+        line.append(0x0A)
+        output.write(line)
+    }
+
+    static func syslogPriority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7
+        case .info: return 6
+        case .notice: return 5
+        case .warning: return 4
+        case .error: return 3
+        case .critical: return 2
+        }
+    }
+
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var parts = tm()
+        var seconds = now.tv_sec
+        gmtime_r(&seconds, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(now.tv_nsec / 1_000_000)
+        )
+    }
+}
+
+/// Where log lines go: one write(2) per line so lines from threads never interleave.
+public struct LogOutput: Sendable {
+    let write: @Sendable ([UInt8]) -> Void
+    public init(write: @escaping @Sendable ([UInt8]) -> Void) { self.write = write }
+    public static let standardError = LogOutput { line in
+        line.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Foundation.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { return }
+            }
+        }
+    }
+}

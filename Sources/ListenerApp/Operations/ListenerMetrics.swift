@@ -1,0 +1,83 @@
+import CoreMetrics
+import Foundation
+import Prometheus
+import Synchronization
+
+/// Why an intake request was refused; a metric dimension and a log field.
+public enum RejectionReason: String, Sendable, CaseIterable {
+    case sourceNotAllowed = "source_not_allowed"
+    case unsupportedMediaType = "unsupported_media_type"
+    case invalidJSON = "invalid_json"
+    case badCredentials = "bad_credentials"
+    case unknownService = "unknown_service"
+    case methodNotAllowed = "method_not_allowed"
+    case queueFull = "queue_full"
+    case storeUnavailable = "store_unavailable"
+}
+
+/// The service's metrics, kept in its own Prometheus registry and exposed by
+/// the admin listener's `/metrics`. Every series is created up front so the hot
+/// path only increments.
+public final class ListenerMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let responses: [Int: CoreMetrics.Counter]
+    private let otherResponses: CoreMetrics.Counter
+    private let stored: [String: CoreMetrics.Counter]
+    private let duplicates: CoreMetrics.Counter
+    private let rejected: [RejectionReason: CoreMetrics.Counter]
+    private let commitLatency: CoreMetrics.Timer
+    private let batchSize: CoreMetrics.Recorder
+    private let openConnections: Gauge
+    private let registrationState: [RegistrationStateName: Gauge]
+
+    public enum RegistrationStateName: String, Sendable, CaseIterable {
+        case off, registering, registered, failed, deregistered
+    }
+
+    public init(services: [String]) {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+        ]
+        factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+        let codes = [200, 400, 403, 404, 405, 408, 413, 414, 415, 417, 431, 500, 501, 503, 505]
+        responses = Dictionary(uniqueKeysWithValues: codes.map {
+            ($0, CoreMetrics.Counter(label: "http_responses_total", dimensions: [("status", String($0))], factory: factory))
+        })
+        otherResponses = CoreMetrics.Counter(label: "http_responses_total", dimensions: [("status", "other")], factory: factory)
+        stored = Dictionary(uniqueKeysWithValues: services.map {
+            ($0, CoreMetrics.Counter(label: "callbacks_stored_total", dimensions: [("service", $0)], factory: factory))
+        })
+        duplicates = CoreMetrics.Counter(label: "callbacks_duplicates_total", factory: factory)
+        rejected = Dictionary(uniqueKeysWithValues: RejectionReason.allCases.map {
+            ($0, CoreMetrics.Counter(label: "callbacks_rejected_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+        })
+        commitLatency = CoreMetrics.Timer(label: "store_commit_duration_seconds", factory: factory)
+        batchSize = CoreMetrics.Recorder(label: "store_commit_batch_size", aggregate: true, factory: factory)
+        openConnections = Gauge(label: "http_open_connections", factory: factory)
+        registrationState = Dictionary(uniqueKeysWithValues: RegistrationStateName.allCases.map {
+            ($0, Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
+        })
+    }
+
+    func responded(status: Int) { (responses[status] ?? otherResponses).increment() }
+    func stored(service: String, duplicate: Bool) {
+        stored[service]?.increment()
+        if duplicate { duplicates.increment() }
+    }
+    func rejected(_ reason: RejectionReason) { rejected[reason]?.increment() }
+    func committed(batchSize size: Int, duration: Duration) {
+        batchSize.record(size)
+        let (seconds, attoseconds) = duration.components
+        commitLatency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+    func setOpenConnections(_ count: Int) { openConnections.record(count) }
+    func setRegistrationState(_ state: RegistrationStateName) {
+        for (name, gauge) in registrationState { gauge.record(name == state ? 1 : 0) }
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> [UInt8] { registry.emitToBuffer() }
+}
