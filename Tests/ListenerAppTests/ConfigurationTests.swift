@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+@testable import ListenerApp
+
+/// A fresh temporary directory, removed when the test's scope ends.
+final class TemporaryDirectory {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("tsl-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func write(_ name: String, _ text: String) throws -> String {
+        let file = path + "/" + name
+        try text.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite struct ConfigurationTests {
+    func load(_ json: String?, environment: [String: String] = [:]) async throws -> ListenerConfiguration {
+        let directory = try TemporaryDirectory()
+        let path = try json.map { try directory.write("config.json", $0) }
+        return try ListenerConfiguration(source: try await ConfigurationSource.load(configPath: path, environment: environment))
+    }
+
+    @Test func defaultsMatchTheDocumentedContract() async throws {
+        let configuration = try await load(nil)
+        #expect(configuration.http.host == "127.0.0.1")
+        #expect(configuration.http.port == 9001)
+        #expect(configuration.http.pathPrefix == "/callbacks")
+        #expect(configuration.http.maxBodyBytes == 1_048_576)
+        #expect(configuration.storage.path == "var/callbacks.sqlite")
+        #expect(configuration.storage.retentionDays == 0)
+        #expect(configuration.callbacks.services == ["CarrierService", "DeviceUsage"])
+        #expect(configuration.callbacks.username == nil)
+        #expect(configuration.thingspace.baseURL == "https://thingspace.verizon.com/api")
+        #expect(configuration.thingspace.deregisterOnShutdown)
+        #expect(!configuration.thingspace.registrationEnabled)
+        #expect(configuration.admin.enabled && configuration.admin.port == 9090)
+    }
+
+    @Test func environmentOverridesTheFileAndCredentialsFilesOverrideTheFile() async throws {
+        let secrets = try TemporaryDirectory()
+        _ = try secrets.write("callbacks-password", "from-credentials\n")
+        let configuration = try await load(
+            #"{"http": {"port": 9002, "host": "0.0.0.0"}, "callbacks": {"username": "u", "password": "from-file", "services": ["CarrierService"]}}"#,
+            environment: [
+                "THINGSPACE_LISTENER_HTTP_PORT": "9005",
+                "THINGSPACE_LISTENER_CALLBACKS_ALLOWED_SOURCES": "192.0.2.0/24, 2001:db8::/32",
+                "CREDENTIALS_DIRECTORY": secrets.path,
+            ]
+        )
+        #expect(configuration.http.port == 9005)
+        #expect(configuration.http.host == "0.0.0.0")
+        #expect(configuration.callbacks.password?.value == "from-credentials")
+        #expect(configuration.callbacks.services == ["CarrierService"])
+        #expect(configuration.callbacks.allowedSources.map(\.description) == ["192.0.2.0/24", "2001:db8::/32"])
+    }
+
+    @Test(arguments: [
+        (#"{"http": {"port": 70000}}"#, "http.port"),
+        (#"{"http": {"port": "nine"}}"#, "http.port"),
+        (#"{"http": {"pathPrefix": "callbacks"}}"#, "http.pathPrefix"),
+        (#"{"storage": {"retentionDays": -1}}"#, "storage.retentionDays"),
+        (#"{"callbacks": {"services": ["Carrier Service"]}}"#, "callbacks.services"),
+        (#"{"callbacks": {"allowedSources": ["10.0.0.0/33"]}}"#, "callbacks.allowedSources"),
+        (#"{"callbacks": {"username": "u"}}"#, "callbacks.password"),
+        (#"{"logging": {"level": "loud"}}"#, "logging.level"),
+        (#"{"thingspace": {"register": true}}"#, "thingspace.accountName"),
+        (#"{"thingspace": {"baseURL": "ftp://x"}}"#, "thingspace.baseURL"),
+    ])
+    func aBadValueNamesItsKey(json: String, key: String) async throws {
+        await #expect {
+            _ = try await load(json)
+        } throws: { error in
+            "\(error)".contains("configuration key \(key)")
+        }
+    }
+
+    @Test func aSecretNeverAppearsInTheError() async throws {
+        let secret = String(repeating: "s3cr3t", count: 8)  // 48 characters: too long
+        await #expect {
+            _ = try await load(#"{"callbacks": {"username": "u", "password": "\#(secret)"}}"#)
+        } throws: { error in
+            "\(error)".contains("callbacks.password") && !"\(error)".contains("s3cr3t")
+        }
+        let configuration = try await load(#"{"callbacks": {"username": "u", "password": "hunter2"}}"#)
+        #expect(!"\(configuration)".contains("hunter2"))
+    }
+
+    @Test func aMissingOrBrokenFileIsNamed() async throws {
+        await #expect { _ = try await ConfigurationSource.load(configPath: "/nonexistent/config.json", environment: [:]) } throws: {
+            "\($0)".contains("/nonexistent/config.json")
+        }
+        await #expect { _ = try await load("{not json") } throws: { "\($0)".contains("not a valid JSON object") }
+    }
+
+    @Test func environmentNamesFollowTheKeys() {
+        #expect(ConfigurationSource.environmentName(for: "http.pathPrefix") == "THINGSPACE_LISTENER_HTTP_PATH_PREFIX")
+        #expect(ConfigurationSource.environmentName(for: "thingspace.clientSecret") == "THINGSPACE_LISTENER_THINGSPACE_CLIENT_SECRET")
+    }
+}
+
+@Suite struct CIDRTests {
+    @Test func matchesNetworksOfBothFamilies() throws {
+        let v4 = try #require(CIDR("203.0.113.0/24"))
+        #expect(v4.contains("203.0.113.77"))
+        #expect(!v4.contains("203.0.114.1"))
+        #expect(v4.contains("::ffff:203.0.113.5"))
+        let v6 = try #require(CIDR("2001:db8::/32"))
+        #expect(v6.contains("2001:db8:ffff::1"))
+        #expect(!v6.contains("2001:db9::1"))
+        #expect(!v6.contains("203.0.113.77"))
+        let host = try #require(CIDR("198.51.100.7"))
+        #expect(host.contains("198.51.100.7") && !host.contains("198.51.100.8"))
+        #expect(try #require(CIDR("0.0.0.0/0")).contains("8.8.8.8"))
+        for bad in ["", "10.0.0.0/", "10.0.0.0/33", "300.1.1.1", "::/129", "host.example", "10.0.0.0/-1"] {
+            #expect(CIDR(bad) == nil, "\(bad)")
+        }
+    }
+}
+
+@Suite struct SHA256Tests {
+    @Test func knownVectors() {
+        #expect(SHA256.hexDigest([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hexDigest(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256.hexDigest(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
+                == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        )
+    }
+}
