@@ -87,7 +87,7 @@ public final class ListenerService: Sendable {
         )
 
         // 3. Registration with ThingSpace, in the background.
-        let registrar = Registrar.make(configuration: configuration, metrics: metrics, logger: logger)
+        let registrar = Registrar.make(configuration: configuration, metrics: metrics, logger: logger, boundPort: server.localPort)
 
         // 4. The admin listener.
         var admin: HTTPServer?

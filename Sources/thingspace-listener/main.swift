@@ -9,6 +9,6 @@ struct ThingSpaceListener: AsyncParsableCommand {
             Run `serve` as the service. The other commands inspect what was received, \
             manage ThingSpace callback registrations by hand, and help testing.
             """,
-        subcommands: [Serve.self, Messages.self, SendTest.self]
+        subcommands: [Serve.self, Messages.self, Callbacks.self, SendTest.self]
     )
 }

@@ -1,0 +1,239 @@
+import Foundation
+import Logging
+import Synchronization
+import ThingSpace
+
+/// Keeps this listener registered with ThingSpace for every configured
+/// service. Start-up: for each service, List; keep a registration with our URL
+/// and credentials, otherwise Deregister what is there and Register ours,
+/// retrying in the background with backoff until success or shutdown. A
+/// login refused for its credentials stops the attempts (five failed logins
+/// lock the account). Shutdown: Deregister what we hold, bounded in time.
+final class Registrar: Sendable {
+    enum ServiceState: Sendable, Equatable {
+        case pending, registered, failed(String), deregistered
+    }
+
+    private let accountName: String
+    private let targets: [(service: String, request: RegisterCallbackRequest)]
+    private let client: ConnectivityCallbacksClient
+    private let shutdownClient: ConnectivityCallbacksClient
+    private let deregisterOnShutdown: Bool
+    private let metrics: ListenerMetrics
+    private let logger: Logger
+    private let sandbox: SandboxHost?
+
+    private struct State {
+        var services: [String: ServiceState] = [:]
+        var stopping = false
+        var gaveUp = false
+    }
+    private let state = Mutex(State())
+    /// Wakes the backoff sleep early at shutdown.
+    private let wake = NSCondition()
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// The registrar for `configuration`, or nil (with one log line saying
+    /// how to turn it on) when registration is off.
+    static func make(configuration: ListenerConfiguration, metrics: ListenerMetrics, logger: Logger, boundPort: Int?) -> Registrar? {
+        var thingspace = configuration.thingspace
+        var sandbox: SandboxHost?
+        if thingspace.sandbox {
+            do {
+                let host = try SandboxHost(configuration: configuration, listenerPort: boundPort, logger: logger)
+                thingspace = host.thingspaceSettings(overriding: thingspace)
+                sandbox = host
+            } catch {
+                logger.error("ThingSpace sandbox did not start; registration is off: \(error)")
+                metrics.setRegistrationState(.off)
+                return nil
+            }
+        }
+        guard thingspace.registrationEnabled else {
+            logger.notice(
+                "registration with ThingSpace is off: set thingspace.accountName, clientID, clientSecret, username, password and callbackBaseURL (or thingspace.sandbox: true to try it locally)"
+            )
+            metrics.setRegistrationState(.off)
+            return nil
+        }
+        guard let accountName = thingspace.accountName, let clientID = thingspace.clientID,
+            let clientSecret = thingspace.clientSecret, let username = thingspace.username, let password = thingspace.password,
+            let base = thingspace.callbackBaseURL
+        else {
+            logger.error("registration is on but ThingSpace credentials are incomplete; registration is off")
+            metrics.setRegistrationState(.off)
+            return nil
+        }
+        let credentials = ThingSpaceCredentials(
+            clientID: clientID, clientSecret: clientSecret.value, username: username, password: password.value)
+        var clientConfiguration = ThingSpaceClientConfiguration()
+        clientConfiguration.baseURL = thingspace.baseURL
+        clientConfiguration.totalTimeout = .seconds(10)
+        var shutdownConfiguration = clientConfiguration
+        shutdownConfiguration.maxAttempts = 2
+        shutdownConfiguration.retryBaseDelay = .milliseconds(250)
+        let targets = configuration.callbacks.services.map { service in
+            (
+                service,
+                RegisterCallbackRequest(
+                    name: service, url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + service,
+                    username: configuration.callbacks.username, password: configuration.callbacks.password?.value
+                )
+            )
+        }
+        return Registrar(
+            accountName: accountName, targets: targets,
+            client: ConnectivityCallbacksClient(configuration: clientConfiguration, credentials: credentials, logger: logger),
+            shutdownClient: ConnectivityCallbacksClient(configuration: shutdownConfiguration, credentials: credentials, logger: logger),
+            deregisterOnShutdown: thingspace.deregisterOnShutdown, metrics: metrics, logger: logger, sandbox: sandbox
+        )
+    }
+
+    private init(
+        accountName: String, targets: [(service: String, request: RegisterCallbackRequest)],
+        client: ConnectivityCallbacksClient, shutdownClient: ConnectivityCallbacksClient, deregisterOnShutdown: Bool,
+        metrics: ListenerMetrics, logger: Logger, sandbox: SandboxHost?
+    ) {
+        self.accountName = accountName
+        self.targets = targets
+        self.client = client
+        self.shutdownClient = shutdownClient
+        self.deregisterOnShutdown = deregisterOnShutdown
+        self.metrics = metrics
+        self.logger = logger
+        self.sandbox = sandbox
+        state.withLock { state in for target in targets { state.services[target.service] = .pending } }
+    }
+
+    var isRegistered: Bool { state.withLock { $0.services.values.allSatisfy { $0 == .registered } } }
+
+    var stateDescription: String {
+        state.withLock { state in
+            let registered = state.services.values.filter { $0 == .registered }.count
+            if state.gaveUp { return "registration stopped (credentials refused)" }
+            return "registered \(registered)/\(state.services.count) services"
+        }
+    }
+
+    /// Registers every service on a background thread (blocking libcurl calls).
+    func start() {
+        metrics.setRegistrationState(.registering)
+        let thread = Thread { [self] in
+            registerAll()
+            finished.signal()
+        }
+        thread.name = "thingspace-registrar"
+        thread.start()
+    }
+
+    private func registerAll() {
+        var delay = 1.0
+        while true {
+            var pending = false
+            for target in targets where state.withLock({ $0.services[target.service] != .registered }) {
+                if isStopping { return }
+                do throws(ThingSpaceError) {
+                    try ensureRegistered(target.service, target.request)
+                    setState(target.service, .registered)
+                } catch {
+                    pending = true
+                    setState(target.service, .failed(error.description))
+                    if case .invalidCredentials = error {
+                        state.withLock { $0.gaveUp = true }
+                        metrics.setRegistrationState(.failed)
+                        logger.error("registration stopped: \(error)")
+                        return
+                    }
+                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "retry_in_seconds": "\(Int(delay))"])
+                }
+            }
+            if !pending {
+                metrics.setRegistrationState(.registered)
+                logger.info("registered with ThingSpace", metadata: ["services": "\(targets.map(\.service).joined(separator: ","))"])
+                return
+            }
+            metrics.setRegistrationState(.failed)
+            // Exponential backoff with jitter, at most a minute; shutdown wakes it.
+            wake.lock()
+            if !isStopping { _ = wake.wait(until: Date(timeIntervalSinceNow: delay * Double.random(in: 0.8...1.2))) }
+            wake.unlock()
+            if isStopping { return }
+            delay = min(delay * 2, 60)
+        }
+    }
+
+    /// List; keep an identical registration; otherwise replace it with ours.
+    private func ensureRegistered(_ service: String, _ request: RegisterCallbackRequest) throws(ThingSpaceError) {
+        let existing = try client.list(accountName: accountName).filter { $0.serviceName == service }
+        if existing.contains(where: { Self.matches($0, request) }) {
+            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "url": "\(request.url)"])
+            return
+        }
+        if !existing.isEmpty {
+            logger.info("replacing another registration", metadata: ["callback.service": "\(service)", "previous_url": "\(existing.first?.url ?? "")"])
+            _ = try client.deregister(accountName: accountName, serviceName: service)
+        }
+        _ = try client.register(accountName: accountName, request: request)
+        logger.info("registered", metadata: ["callback.service": "\(service)", "url": "\(request.url)"])
+    }
+
+    static func matches(_ existing: ConnectivityManagementCallback, _ ours: RegisterCallbackRequest) -> Bool {
+        func normalized(_ value: String?) -> String { value ?? "" }
+        return normalized(existing.url) == ours.url && normalized(existing.username) == normalized(ours.username)
+            && normalized(existing.password) == normalized(ours.password)
+    }
+
+    /// Stops registering and, when configured, deregisters what this process
+    /// holds: about 10 s a call, 30 s in all, then gives up so shutdown goes on.
+    func stop() async {
+        state.withLock { $0.stopping = true }
+        wake.lock(); wake.broadcast(); wake.unlock()
+        // A call in flight may still complete a registration: let it land first
+        // (libcurl's 10 s timeout bounds it) so that we deregister it too.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { [finished] in
+                if finished.wait(timeout: .now() + 12) == .success { finished.signal() }
+                continuation.resume()
+            }
+        }
+        let held = state.withLock { state in targets.map(\.service).filter { state.services[$0] == .registered } }
+        guard deregisterOnShutdown, !held.isEmpty else {
+            if !held.isEmpty { logger.notice("leaving registrations in place (thingspace.deregisterOnShutdown is false)") }
+            sandbox?.stop()
+            return
+        }
+        let done = DispatchSemaphore(value: 0)
+        let deadline = Date(timeIntervalSinceNow: 28)
+        let thread = Thread { [self] in
+            for service in held where Date() < deadline {
+                do throws(ThingSpaceError) {
+                    _ = try shutdownClient.deregister(accountName: accountName, serviceName: service)
+                    setState(service, .deregistered)
+                    logger.info("deregistered", metadata: ["callback.service": "\(service)"])
+                } catch {
+                    logger.error("deregistration failed", metadata: ["callback.service": "\(service)", "error": "\(error)"])
+                }
+            }
+            done.signal()
+        }
+        thread.name = "thingspace-deregistrar"
+        thread.start()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                if done.wait(timeout: .now() + 30) == .timedOut {
+                    self.logger.error("deregistration did not finish within 30 s; stopping anyway")
+                }
+                continuation.resume()
+            }
+        }
+        metrics.setRegistrationState(.deregistered)
+        try? shutdownClient.logout()
+        sandbox?.stop()
+    }
+
+    private var isStopping: Bool { state.withLock { $0.stopping } }
+
+    private func setState(_ service: String, _ new: ServiceState) {
+        state.withLock { $0.services[service] = new }
+    }
+}

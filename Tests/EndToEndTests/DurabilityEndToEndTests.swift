@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+import Testing
+
+@Suite(.serialized) struct DurabilityEndToEndTests {
+    /// Under continuous load, `kill -9` the service; after a restart every
+    /// callback that was answered 200 must be in the export. Five rounds.
+    @Test func everyAcknowledgedCallbackSurvivesKillNine() throws {
+        let listener = try ListenerFixture()
+        var acknowledged = Set<String>()
+        for round in 0..<5 {
+            let port = listener.port
+            let roundAcknowledged = Mutex<[String]>([])
+            let stop = Atomic<Bool>(false)
+            let group = DispatchGroup()
+            for worker in 0..<8 {
+                DispatchQueue.global().async(group: group) {
+                    guard let client = try? TestClient(port: port, timeoutSeconds: 5) else { return }
+                    // Bounded: at most 5,000 requests per worker per round.
+                    for index in 0..<5_000 where !stop.load(ordering: .relaxed) {
+                        let id = "crash-\(round)-\(worker)-\(index)"
+                        guard let response = try? client.post("/callbacks/CarrierService", body: callbackBody(requestID: id)) else { return }
+                        if response.status == 200 { roundAcknowledged.withLock { $0.append(id) } }
+                    }
+                }
+            }
+            // Let the load run, then kill without warning while requests are in flight.
+            let deadline = ContinuousClock.now + .seconds(3)
+            while ContinuousClock.now < deadline && roundAcknowledged.withLock({ $0.count }) < 300 {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            listener.process.signal(SIGKILL)
+            listener.process.waitForExit()
+            stop.store(true, ordering: .relaxed)
+            #expect(group.wait(timeout: .now() + 30) == .success)
+            let ids = roundAcknowledged.withLock { $0 }
+            #expect(!ids.isEmpty, "round \(round) acknowledged nothing")
+            acknowledged.formUnion(ids)
+
+            try listener.start()
+            let stored = Set(try listener.export().compactMap { $0["requestId"] as? String })
+            let lost = acknowledged.subtracting(stored)
+            #expect(lost.isEmpty, "round \(round): \(lost.count) acknowledged callbacks lost, e.g. \(lost.prefix(3))")
+        }
+    }
+
+    /// When the disk refuses writes (here RLIMIT_FSIZE lowered on the running
+    /// service, as a full disk would), callbacks get 503 and nothing false is
+    /// acknowledged; once writes work again, the service recovers by itself.
+    @Test func aStoreFailureAnswers503AndRecovers() throws {
+        let listener = try ListenerFixture()
+        let client = try TestClient(port: listener.port)
+        #expect(try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "ok-1")).status == 200)
+
+        var limit = rlimit(rlim_cur: 1, rlim_max: rlim_t(RLIM_INFINITY))
+        #expect(prlimit(listener.process.pid, __rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit, nil) == 0)
+        var failedIDs: [String] = []
+        for index in 0..<3 {
+            let id = "during-failure-\(index)"
+            let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: id))
+            #expect(response.status == 503)
+            #expect(response.header("Retry-After") != nil)
+            failedIDs.append(id)
+        }
+        #expect(listener.process.logLines.filter { $0.contains("store") && ($0.contains("ERROR") || $0.contains("error")) }.count >= 1)
+
+        var unlimited = rlimit(rlim_cur: rlim_t(RLIM_INFINITY), rlim_max: rlim_t(RLIM_INFINITY))
+        #expect(prlimit(listener.process.pid, __rlimit_resource_t(RLIMIT_FSIZE.rawValue), &unlimited, nil) == 0)
+        var recovered = false
+        for attempt in 0..<50 where !recovered {
+            let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "after-\(attempt)"))
+            recovered = response.status == 200
+            if !recovered { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        #expect(recovered)
+        let stored = Set(try listener.export().compactMap { $0["requestId"] as? String })
+        #expect(stored.contains("ok-1"))
+        #expect(stored.isDisjoint(with: failedIDs))
+    }
+}

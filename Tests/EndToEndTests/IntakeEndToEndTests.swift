@@ -1,0 +1,164 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// A listener on ephemeral ports with its own database in a temporary directory.
+final class ListenerFixture {
+    let directory: String
+    let configPath: String
+    var databasePath: String { directory + "/callbacks.sqlite" }
+    private(set) var process: ListenerProcess!
+    private(set) var port = 0
+    private(set) var adminPort = 0
+
+    init(extraConfiguration: String = "", environment: [String: String] = [:]) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsl-e2e-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        configPath = directory + "/config.json"
+        let json = """
+            {
+              "http": {"host": "127.0.0.1", "port": 0, "shutdownGracePeriod": 5},
+              "storage": {"path": "\(directory)/callbacks.sqlite"},
+              "callbacks": {"username": "listener-user", "password": "listener-pass", "previousPassword": "old-pass"},
+              "admin": {"port": 0}\(extraConfiguration)
+            }
+            """
+        try json.write(toFile: configPath, atomically: true, encoding: .utf8)
+        try start(environment: environment)
+    }
+
+    func start(environment: [String: String] = [:]) throws {
+        process = try ListenerProcess(arguments: ["serve", "--config", configPath], environment: environment)
+        port = try process.waitForCallbackPort()
+        adminPort = (try? process.waitForAdminPort(timeout: .seconds(5))) ?? 0
+    }
+
+    func export(includeDuplicates: Bool = true) throws -> [[String: Any]] {
+        var arguments = ["messages", "export", "--database", databasePath]
+        if includeDuplicates { arguments.append("--include-duplicates") }
+        let result = try runListenerCommand(arguments)
+        guard result.status == 0 else { throw ProcessError.didNotStart("export failed: \(result.stderr)") }
+        return try result.stdout.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+extension ListenerProcess {
+    func waitForAdminPort(timeout: Duration) throws -> Int {
+        let line = try waitForLog("admin listener up", timeout: timeout)
+        guard let range = line.range(of: #"address=\S+:(\d+)"#, options: .regularExpression),
+            let port = Int(line[range].split(separator: ":").last ?? "")
+        else { return 0 }
+        return port
+    }
+}
+
+func callbackBody(requestID: String, password: String = "listener-pass", status: String = "Success", count: Int = 1) -> [UInt8] {
+    Array("""
+        {"username":"listener-user","password":"\(password)","requestId":"\(requestID)",\
+        "deviceIds":[{"id":"990013907835573","kind":"imei"}],\
+        "deviceResponse":{"activateResponse":{"state":"active","servicePlan":"M2M_4G"}},\
+        "status":"\(status)","callbackCount":\(count),"maxCallbackThreshold":4}
+        """.utf8)
+}
+
+@Suite(.serialized) struct IntakeEndToEndTests {
+    @Test func eachFixtureIsStoredAndExportedWithItsPasswordRedacted() throws {
+        let listener = try ListenerFixture()
+        let client = try TestClient(port: listener.port)
+        let fixtures = [
+            ("CarrierService", "carrier-service-success.json"), ("CarrierService", "carrier-service-fault.json"),
+            ("DeviceUsage", "device-usage-guessed.json"), ("CarrierService", "carrier-service-retry.json"),
+        ]
+        var ids: [Int] = []
+        for (service, name) in fixtures {
+            let response = try client.post("/callbacks/\(service)", body: try fixtureBody(name))
+            #expect(response.status == 200, "\(name): \(response.text)")
+            let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+            ids.append(json?["id"] as? Int ?? -1)
+        }
+        let rows = try listener.export()
+        #expect(rows.count == 4)
+        for (row, (service, name)) in zip(rows, fixtures) {
+            #expect(row["service"] as? String == service)
+            let body = try #require(row["body"] as? [String: Any])
+            let original = try JSONSerialization.jsonObject(with: Data(try fixtureBody(name))) as! [String: Any]
+            #expect(body["password"] as? String == "<redacted>")
+            #expect(body["requestId"] as? String == original["requestId"] as? String)
+            #expect(row["requestId"] as? String == original["requestId"] as? String)
+            #expect((row["receivedAt"] as? String)?.hasSuffix("Z") == true)
+        }
+        // The retry (4th) links to the first delivery; the others are originals.
+        #expect(rows[3]["duplicateOf"] as? Int == ids[0])
+        #expect(rows[0]["duplicateOf"] is NSNull)
+        #expect(rows[1]["duplicateOf"] is NSNull)
+        #expect((rows[2]["deviceIds"] as? [[String: String]])?.first?["kind"] == "imei")
+        // Without duplicates the retry is left out.
+        #expect(try listener.export(includeDuplicates: false).count == 3)
+        // The password is nowhere in the database file.
+        let database = try Data(contentsOf: URL(fileURLWithPath: listener.databasePath))
+        let wal = (try? Data(contentsOf: URL(fileURLWithPath: listener.databasePath + "-wal"))) ?? Data()
+        #expect(database.range(of: Data("listener-pass".utf8)) == nil)
+        #expect(wal.range(of: Data("listener-pass".utf8)) == nil)
+        #expect(!listener.process.logLines.joined().contains("listener-pass"))
+    }
+
+    @Test func rejectionsHaveTheirStatusAndStoreNothing() throws {
+        let listener = try ListenerFixture()
+        let client = try TestClient(port: listener.port)
+        let wrong = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "r-wrong", password: "nope"))
+        #expect(wrong.status == 403)
+        let notJSON = try TestClient(port: listener.port).post("/callbacks/CarrierService", body: Array("hello".utf8))
+        #expect(notJSON.status == 400)
+        let array = try TestClient(port: listener.port).post("/callbacks/CarrierService", body: Array("[1]".utf8))
+        #expect(array.status == 400)
+        let mediaType = try TestClient(port: listener.port).post(
+            "/callbacks/CarrierService", body: callbackBody(requestID: "r-media"), contentType: "text/plain")
+        #expect(mediaType.status == 415)
+        let unknown = try TestClient(port: listener.port).post("/callbacks/NoSuchService", body: callbackBody(requestID: "r-404"))
+        #expect(unknown.status == 404)
+        let getClient = try TestClient(port: listener.port)
+        let method = try getClient.get("/callbacks/CarrierService")
+        #expect(method.status == 405)
+        #expect(method.header("Allow") == "POST")
+        // The previous password is still accepted during a rotation.
+        let previous = try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "r-old", password: "old-pass"))
+        #expect(previous.status == 200)
+        let rows = try listener.export()
+        #expect(rows.map { $0["requestId"] as? String } == ["r-old"])
+        #expect(!listener.process.logLines.joined().contains("nope"))
+    }
+
+    @Test func fiftyConnectionsPostingTwoThousandCallbacksLeaveExactlyTwoThousand() throws {
+        let listener = try ListenerFixture()
+        let failures = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 50) { connection in
+            do {
+                let client = try TestClient(port: listener.port)
+                for index in 0..<40 {
+                    let response = try client.post("/callbacks/DeviceUsage", body: callbackBody(requestID: "load-\(connection)-\(index)"))
+                    if response.status != 200 { failures.add(1, ordering: .relaxed) }
+                }
+            } catch {
+                failures.add(1, ordering: .relaxed)
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        let rows = try listener.export()
+        #expect(rows.count == 2000)
+        #expect(Set(rows.compactMap { $0["requestId"] as? String }).count == 2000)
+        #expect(rows.allSatisfy { $0["duplicateOf"] is NSNull })
+    }
+
+    @Test func sigtermDrainsAndExitsZero() throws {
+        let listener = try ListenerFixture()
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "before-stop")).status == 200)
+        listener.process.signal(SIGTERM)
+        #expect(listener.process.waitForExit() == 0)
+        #expect(listener.process.logLines.contains { $0.contains("stopped") })
+        #expect(try listener.export().count == 1)
+    }
+}

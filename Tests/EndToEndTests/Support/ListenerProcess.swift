@@ -1,0 +1,160 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// The repository root, found from this file's path.
+let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The real `thingspace-listener` binary: `$THINGSPACE_LISTENER_BIN` (set by
+/// `make test`), else the debug build.
+let listenerBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["THINGSPACE_LISTENER_BIN"], !path.isEmpty { return path }
+    return repositoryRoot.appendingPathComponent(".build/debug/thingspace-listener").path
+}()
+
+func fixtureBody(_ name: String) throws -> [UInt8] {
+    Array(try Data(contentsOf: repositoryRoot.appendingPathComponent("Tests/Fixtures/\(name)")))
+}
+
+enum ProcessError: Error, CustomStringConvertible {
+    case didNotStart(String)
+    case timedOut(String)
+    var description: String {
+        switch self {
+        case .didNotStart(let why): return "listener did not start: \(why)"
+        case .timedOut(let what): return "timed out waiting for \(what)"
+        }
+    }
+}
+
+/// A running `thingspace-listener` child process whose stderr is captured
+/// line by line (tests assert on logs, and that no secret is in them).
+final class ListenerProcess: @unchecked Sendable {
+    let process = Process()
+    private let lines = Mutex<[String]>([])
+    private let stderrPipe = Pipe()
+    private let stdoutPipe = Pipe()
+
+    init(arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: listenerBinary)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("THINGSPACE_LISTENER_") && !["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM"].contains($0.key) }
+        env.merge(environment) { $1 }
+        process.environment = env
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        process.standardError = stderrPipe
+        process.standardOutput = stdoutPipe
+        let lines = self.lines
+        var partial = Data()
+        stderrPipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { handle.readabilityHandler = nil; return }
+            partial.append(chunk)
+            while let newline = partial.firstIndex(of: 0x0A) {
+                let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
+                partial.removeSubrange(partial.startIndex...newline)
+                lines.withLock { $0.append(line) }
+            }
+        }
+        stdoutPipe.fileHandleForReading.readabilityHandler = { handle in
+            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
+        }
+        guard FileManager.default.isExecutableFile(atPath: listenerBinary) else {
+            throw ProcessError.didNotStart("no binary at \(listenerBinary); run `swift build` first")
+        }
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var logLines: [String] { lines.withLock { $0 } }
+
+    /// Waits until a log line contains `text`, and returns it.
+    @discardableResult
+    func waitForLog(_ text: String, timeout: Duration = .seconds(20)) throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = logLines.first(where: { $0.contains(text) }) { return line }
+            if !process.isRunning {
+                Thread.sleep(forTimeInterval: 0.1)
+                if let line = logLines.first(where: { $0.contains(text) }) { return line }
+                throw ProcessError.didNotStart("exited with status \(process.terminationStatus); log:\n" + logLines.joined(separator: "\n"))
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw ProcessError.timedOut("log line containing \"\(text)\"; log:\n" + logLines.joined(separator: "\n"))
+    }
+
+    /// The callback port, read from the "listening for callbacks" line (the tests bind port 0).
+    func waitForCallbackPort() throws -> Int {
+        let line = try waitForLog("listening for callbacks")
+        return try portIn(line)
+    }
+
+    func waitForAdminPort() throws -> Int { try portIn(try waitForLog("admin listener up")) }
+
+    private func portIn(_ line: String) throws -> Int {
+        guard let range = line.range(of: #"address=\S+:(\d+)"#, options: .regularExpression),
+            let port = Int(line[range].split(separator: ":").last ?? "")
+        else { throw ProcessError.didNotStart("no port in: \(line)") }
+        return port
+    }
+
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for exit and returns the status; kills with SIGKILL after the timeout.
+    @discardableResult
+    func waitForExit(timeout: Duration = .seconds(60)) -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Runs the binary to completion (a CLI command) and returns status and output.
+func runListenerCommand(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) throws
+    -> (status: Int32, stdout: String, stderr: String)
+{
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: listenerBinary)
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("THINGSPACE_LISTENER_") }
+    env.merge(environment) { $1 }
+    process.environment = env
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    let collected = Mutex<(Data, Data)>((Data(), Data()))
+    output.fileHandleForReading.readabilityHandler = { handle in
+        let chunk = handle.availableData
+        if chunk.isEmpty { handle.readabilityHandler = nil } else { collected.withLock { $0.0.append(chunk) } }
+    }
+    errors.fileHandleForReading.readabilityHandler = { handle in
+        let chunk = handle.availableData
+        if chunk.isEmpty { handle.readabilityHandler = nil } else { collected.withLock { $0.1.append(chunk) } }
+    }
+    try process.run()
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    Thread.sleep(forTimeInterval: 0.05)
+    output.fileHandleForReading.readabilityHandler = nil
+    errors.fileHandleForReading.readabilityHandler = nil
+    let rest = (output.fileHandleForReading.readDataToEndOfFile(), errors.fileHandleForReading.readDataToEndOfFile())
+    let (out, err) = collected.withLock { ($0.0 + rest.0, $0.1 + rest.1) }
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+}
