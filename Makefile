@@ -19,7 +19,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build release run test bench fuzz install uninstall clean deps-run deps-test deps-bench
+.PHONY: all build release run test check-units bench fuzz install uninstall clean deps-run deps-test deps-bench
 
 all: build
 
@@ -50,6 +50,29 @@ bench: deps-bench release
 
 fuzz:
 	Fuzz/run $(FUZZ_SECONDS)
+
+# Installs the release binary, the systemd units (ExecStart pointed at the
+# installed binary) and the example configuration. DESTDIR for packaging.
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/thingspace-listener
+UNITS := thingspace-listener.service thingspace-listener.socket thingspace-listener-admin.socket
+
+install: release
+	install -D -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener" "$(DESTDIR)$(BINDIR)/thingspace-listener"
+	install -d "$(DESTDIR)$(UNITDIR)"
+	for unit in $(UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g' systemd/$$unit > "$(DESTDIR)$(UNITDIR)/$$unit" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; \
+	done
+	[ -f "$(DESTDIR)$(CONFDIR)/thingspace-listener.json" ] || \
+		install -D -m 0644 config/production.json "$(DESTDIR)$(CONFDIR)/thingspace-listener.json"
+	@echo "Installed. Next: edit $(CONFDIR)/thingspace-listener.json, add secrets (see README, Deployment), then"
+	@echo "  systemctl daemon-reload && systemctl enable --now thingspace-listener.service"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/thingspace-listener"
+	for unit in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$unit"; done
+	@echo "Left in place: $(CONFDIR) (configuration) and /var/lib/thingspace-listener (received callbacks)."
 
 clean:
 	rm -rf .build .build-* var
