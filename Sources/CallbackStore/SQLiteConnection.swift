@@ -186,8 +186,11 @@ final class SQLiteConnection {
         let systemError = database.map { sqlite3_system_errno($0) } ?? 0
         let primary = code & 0xFF
         let osRelated = [SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_READONLY].contains(primary)
+        if let name = extendedCodeNames[code] {
+            message += " [\(name)]"
+        }
         if osRelated, systemError != 0, let description = strerror(systemError) {
-            message += " (\(String(cString: description)))"
+            message += ": \(String(cString: description))"
         }
         switch primary {
         case SQLITE_FULL: return .full(message: message)
@@ -200,6 +203,27 @@ final class SQLiteConnection {
         }
     }
 }
+
+/// Names of the extended codes a person may meet, to tell what failed (SQLite's own messages say
+/// only "disk I/O error" or "attempt to write a readonly database").
+private let extendedCodeNames: [Int32: String] = [
+    Int32(CSQLITE_IOERR_READ): "SQLITE_IOERR_READ",
+    Int32(CSQLITE_IOERR_SHORT_READ): "SQLITE_IOERR_SHORT_READ",
+    Int32(CSQLITE_IOERR_WRITE): "SQLITE_IOERR_WRITE",
+    Int32(CSQLITE_IOERR_FSYNC): "SQLITE_IOERR_FSYNC",
+    Int32(CSQLITE_IOERR_DIR_FSYNC): "SQLITE_IOERR_DIR_FSYNC",
+    Int32(CSQLITE_IOERR_TRUNCATE): "SQLITE_IOERR_TRUNCATE",
+    Int32(CSQLITE_IOERR_FSTAT): "SQLITE_IOERR_FSTAT",
+    Int32(CSQLITE_IOERR_LOCK): "SQLITE_IOERR_LOCK",
+    Int32(CSQLITE_IOERR_SHMOPEN): "SQLITE_IOERR_SHMOPEN",
+    Int32(CSQLITE_IOERR_SHMSIZE): "SQLITE_IOERR_SHMSIZE",
+    Int32(CSQLITE_IOERR_SHMMAP): "SQLITE_IOERR_SHMMAP",
+    Int32(CSQLITE_IOERR_DELETE): "SQLITE_IOERR_DELETE",
+    Int32(CSQLITE_READONLY_DBMOVED): "SQLITE_READONLY_DBMOVED",
+    Int32(CSQLITE_READONLY_CANTINIT): "SQLITE_READONLY_CANTINIT",
+    Int32(CSQLITE_READONLY_RECOVERY): "SQLITE_READONLY_RECOVERY",
+    Int32(CSQLITE_CANTOPEN_ISDIR): "SQLITE_CANTOPEN_ISDIR",
+]
 
 /// A prepared statement borrowed from a connection's cache.
 struct SQLiteStatement {

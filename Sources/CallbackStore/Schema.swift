@@ -4,6 +4,10 @@
 /// `json_each(device_ids)`: `--device-id` is then an index lookup instead of a scan that parses every
 /// body's device list. `device_ids` keeps the full list (with kinds) as JSON for people using `sqlite3`.
 ///
+/// `callbacks_duplicate_of` is partial: it serves purge and foreign-key checks (repeats only), and
+/// being unusable for `duplicate_of IS NULL` it keeps listings on the time indexes, newest first,
+/// instead of sorting every first delivery.
+///
 /// `id` is AUTOINCREMENT so an id is never reused after retention purges the newest rows:
 /// `messages show 42` always means the same delivery.
 enum Schema {
@@ -27,9 +31,9 @@ enum Schema {
         );
         CREATE INDEX callbacks_dedup_key ON callbacks(dedup_key);
         CREATE INDEX callbacks_service_received_at ON callbacks(service, received_at);
-        CREATE INDEX callbacks_request_id ON callbacks(request_id);
+        CREATE INDEX callbacks_request_id ON callbacks(request_id, received_at);
         CREATE INDEX callbacks_received_at ON callbacks(received_at);
-        CREATE INDEX callbacks_duplicate_of ON callbacks(duplicate_of);
+        CREATE INDEX callbacks_duplicate_of ON callbacks(duplicate_of) WHERE duplicate_of IS NOT NULL;
         CREATE TABLE callback_devices (
             device_id TEXT NOT NULL,
             callback_id INTEGER NOT NULL REFERENCES callbacks(id) ON DELETE CASCADE,

@@ -41,7 +41,7 @@ struct StoreTests {
                 receivedAt: 1_712_345_678_901,
                 service: "DeviceUsage",
                 requestID: "r-1",
-                deviceIDs: [DeviceID(id: "89148000000000000001", kind: "iccid"), DeviceID(id: "a\"b\\c\n", kind: "mdn")],
+                deviceIDs: [DeviceID(id: "89148000000000000001", kind: "iccid"), DeviceID(id: "a\"b\\c\n", kind: "m\u{01}dn")],
                 status: nil,
                 callbackCount: 3,
                 remoteAddress: "2001:db8::1",

@@ -134,6 +134,7 @@ struct WriterTests {
             #expect(log.count == 4)
             #expect(log.errors.count == 3)
             #expect(log.errors.allSatisfy { if case .full = $0 { true } else { false } })
+            #expect(log.errors.allSatisfy { !$0.description.contains("xxxx") && $0.description.contains("free disk space") })
             #expect(writer.isFailing)
 
             // A second failing batch is not logged again.
