@@ -42,12 +42,14 @@ public final class GroupCommitWriter: Sendable {
     /// Starts the writer thread, which owns `store` from now on (do not use it elsewhere) and closes it.
     /// - Parameters:
     ///   - capacity: submissions that may wait; more are refused (answer 503 with Retry-After).
-    ///   - maxQueuedBytes: body bytes that may wait, to bound memory; one callback is always accepted.
+    ///   - maxQueuedBytes: body bytes that may wait, to bound memory; one callback is always accepted
+    ///     into an empty queue. The writer holds at most about twice this: the waiting callbacks
+    ///     and the batch being committed.
     ///   - observer: called on the writer thread after each batch, for metrics; keep it short.
     public init(
         store: SQLiteCallbackStore,
         capacity: Int = 4096,
-        maxQueuedBytes: Int = 8 << 20,
+        maxQueuedBytes: Int = 4 << 20,
         logger: Logger,
         observer: Observer? = nil
     ) {
