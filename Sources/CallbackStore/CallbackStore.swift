@@ -1,1 +1,0 @@
-// CallbackStore: see README.md (Architecture).

@@ -1,0 +1,412 @@
+import Foundation
+import Logging
+
+/// Callbacks persisted in one SQLite file (WAL, `synchronous=FULL`).
+///
+/// One instance is one connection: use it from one thread at a time. The service's writer thread
+/// owns one (through `GroupCommitWriter`); the CLI opens its own, usually `readOnly`, and reads
+/// while the service writes. After an I/O, read-only or corruption error the connection is
+/// closed and reopened on the next call, so a store recovers when the disk does.
+public final class SQLiteCallbackStore: @unchecked Sendable {
+    /// How long a call waits for another connection's lock before failing with `.busy`.
+    public static let busyTimeoutMilliseconds: Int32 = 5_000
+    /// Rows per read transaction in `export` and per write transaction in `purge`.
+    static let exportPageSize = 256
+    static let purgeChunkSize = 1_000
+
+    public let path: String
+    public let isReadOnly: Bool
+
+    private var connection: SQLiteConnection?
+    private var isClosed = false
+    private let decoder = JSONDecoder()
+    private let logger: Logger
+
+    /// Opens (and when writable creates, with its parent directory and schema) the database at `path`.
+    /// `logger` hears about reopening the file after it was moved or deleted.
+    public init(
+        path: String,
+        readOnly: Bool = false,
+        logger: Logger = Logger(label: "CallbackStore", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) throws(CallbackStoreError) {
+        self.path = path
+        self.isReadOnly = readOnly
+        self.logger = logger
+        if !readOnly {
+            try Self.createParentDirectory(of: path)
+        }
+        connection = try Self.connect(path: path, readOnly: readOnly)
+    }
+
+    /// Closes the connection; later calls throw `.closed`. Idempotent.
+    public func close() {
+        isClosed = true
+        connection?.close()
+        connection = nil
+    }
+
+    // MARK: - Writing
+
+    /// Stores the batch in ONE transaction (one fsync). Each receipt's `duplicateOf` is the id of the
+    /// first stored callback with the same dedup key, an earlier one of this batch included.
+    /// On failure nothing of the batch is stored.
+    public func insert(_ batch: [NewCallback]) throws(CallbackStoreError) -> [CommitReceipt] {
+        guard !batch.isEmpty else { return [] }
+        try reopenIfMoved()
+        return try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.immediate) { () throws(CallbackStoreError) in
+                var receipts: [CommitReceipt] = []
+                receipts.reserveCapacity(batch.count)
+                for callback in batch {
+                    receipts.append(try Self.insert(callback, into: connection))
+                }
+                return receipts
+            }
+        }
+    }
+
+    private static func insert(
+        _ callback: NewCallback,
+        into connection: SQLiteConnection
+    ) throws(CallbackStoreError) -> CommitReceipt {
+        let duplicateOf = try connection.withStatement(SQL.firstWithDedupKey) { statement throws(CallbackStoreError) in
+            try statement.bind(1, callback.dedupKey)
+            return try statement.step() ? statement.int64(0) : nil
+        }
+        let id = try connection.withStatement(SQL.insertCallback) { statement throws(CallbackStoreError) in
+            try statement.bind(1, callback.receivedAt)
+            try statement.bind(2, callback.service)
+            try statement.bind(3, callback.requestID)
+            try statement.bind(4, DeviceIDList.encode(callback.deviceIDs))
+            try statement.bind(5, callback.status)
+            try statement.bind(6, callback.callbackCount)
+            try statement.bind(7, callback.remoteAddress)
+            try statement.bind(8, callback.dedupKey)
+            try statement.bind(9, duplicateOf)
+            try statement.bindText(10, bytes: callback.body)
+            _ = try statement.step()
+            return connection.lastInsertRowID
+        }
+        for device in callback.deviceIDs {
+            try connection.withStatement(SQL.insertDevice) { statement throws(CallbackStoreError) in
+                try statement.bind(1, device.id)
+                try statement.bind(2, id)
+                _ = try statement.step()
+            }
+        }
+        return CommitReceipt(id: id, duplicateOf: duplicateOf)
+    }
+
+    /// Deletes callbacks received before `cutoff` (UTC milliseconds) and returns how many.
+    ///
+    /// Works in transactions of `purgeChunkSize` rows so a concurrent writer waits at most one chunk.
+    /// A kept repeat whose first delivery is purged is relinked to the oldest kept delivery with its
+    /// key (which becomes the first), so `duplicateOf` always names a stored row.
+    public func purge(olderThan cutoff: Int64) throws(CallbackStoreError) -> Int {
+        var purged = 0
+        try reopenIfMoved()
+        while true {
+            let deleted = try withConnection { connection throws(CallbackStoreError) in
+                try connection.transaction(.immediate) { () throws(CallbackStoreError) -> Int in
+                    let lastID = try connection.withStatement(SQL.purgeChunkEnd) { statement throws(CallbackStoreError) in
+                        try statement.bind(1, cutoff)
+                        try statement.bind(2, Self.purgeChunkSize)
+                        return try statement.step() ? statement.int64(0) : nil
+                    }
+                    guard let lastID else { return 0 }
+                    for sql in [SQL.purgeRelink, SQL.purgeDevices, SQL.purgeCallbacks] {
+                        try connection.withStatement(sql) { statement throws(CallbackStoreError) in
+                            try statement.bind(1, cutoff)
+                            try statement.bind(2, lastID)
+                            _ = try statement.step()
+                        }
+                    }
+                    return connection.changes
+                }
+            }
+            guard deleted > 0 else { return purged }
+            purged += deleted
+        }
+    }
+
+    /// Whether this connection can take the write lock of a writable file (for readiness checks).
+    /// Does not write, so it cannot tell a full disk; `GroupCommitWriter.isFailing` does.
+    public func checkWritable() -> Bool {
+        guard !isReadOnly, let connection = try? openConnection(), !connection.isReadOnlyFile else {
+            return false
+        }
+        do {
+            try connection.transaction(.immediate) {}
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Callbacks matching every field set in `filter`, newest first, at most `filter.limit`.
+    public func query(_ filter: CallbackFilter) throws(CallbackStoreError) -> [StoredCallback] {
+        guard filter.limit > 0 else { return [] }
+        return try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement(SQL.list(filter)) { statement throws(CallbackStoreError) in
+                try statement.bind(1, filter.service)
+                try statement.bind(2, filter.requestID)
+                try statement.bind(3, filter.deviceID)
+                try statement.bind(4, filter.since)
+                try statement.bind(5, filter.limit)
+                var callbacks: [StoredCallback] = []
+                while try statement.step() {
+                    callbacks.append(try read(statement))
+                }
+                return callbacks
+            }
+        }
+    }
+
+    public func callback(id: Int64) throws(CallbackStoreError) -> StoredCallback? {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement(SQL.byID) { statement throws(CallbackStoreError) in
+                try statement.bind(1, id)
+                return try statement.step() ? read(statement) : nil
+            }
+        }
+    }
+
+    /// Calls `row` for every callback stored when the export starts, in id order, in constant memory:
+    /// pages of `exportPageSize` rows, each in its own short read transaction so the service's WAL can
+    /// still be checkpointed during a long export. Rethrows what `row` throws.
+    /// `row` must not call `export` on this store.
+    public func export(includeDuplicates: Bool, _ row: (StoredCallback) throws -> Void) throws {
+        let connection = try openConnection()
+        guard let lastID = try connection.scalarInt64("SELECT max(id) FROM callbacks") else { return }
+        var afterID: Int64 = 0
+        let sql = SQL.exportPage(includeDuplicates: includeDuplicates)
+        while true {
+            let rows = try connection.withStatementUntyped(sql) { statement in
+                try statement.bind(1, afterID)
+                try statement.bind(2, lastID)
+                try statement.bind(3, Self.exportPageSize)
+                var count = 0
+                while try statement.step() {
+                    let callback = try read(statement)
+                    afterID = callback.id
+                    count += 1
+                    try row(callback)
+                }
+                return count
+            }
+            if rows < Self.exportPageSize { return }
+        }
+    }
+
+    /// Counts by service, status and UTC day, from one consistent snapshot.
+    public func stats() throws(CallbackStoreError) -> CallbackStats {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.deferred) { () throws(CallbackStoreError) in
+                let totals = try Self.counts(SQL.totals, connection)
+                return CallbackStats(
+                    total: totals.first?.count ?? 0,
+                    duplicates: totals.first?.duplicates ?? 0,
+                    byService: try Self.counts(SQL.countsByService, connection),
+                    byStatus: try Self.counts(SQL.countsByStatus, connection),
+                    byDay: try Self.counts(SQL.countsByDay, connection)
+                )
+            }
+        }
+    }
+
+    private static func counts(
+        _ sql: String,
+        _ connection: SQLiteConnection
+    ) throws(CallbackStoreError) -> [CallbackStats.Count] {
+        try connection.withStatement(sql) { statement throws(CallbackStoreError) in
+            var counts: [CallbackStats.Count] = []
+            while try statement.step() {
+                counts.append(CallbackStats.Count(
+                    key: statement.text(0),
+                    count: Int(statement.int64(1) ?? 0),
+                    duplicates: Int(statement.int64(2) ?? 0)
+                ))
+            }
+            return counts
+        }
+    }
+
+    private func read(_ statement: SQLiteStatement) throws(CallbackStoreError) -> StoredCallback {
+        let id = statement.int64(0) ?? 0
+        guard let devices = DeviceIDList.decode(statement.bytes(5), decoder: decoder) else {
+            throw .corrupt(message: "callback \(id): device_ids is not a JSON array of {\"id\", \"kind\"} objects")
+        }
+        let callback = NewCallback(
+            receivedAt: statement.int64(2) ?? 0,
+            service: statement.text(3) ?? "",
+            requestID: statement.text(4),
+            deviceIDs: devices,
+            status: statement.text(6),
+            callbackCount: statement.int64(7).map { Int(truncatingIfNeeded: $0) },
+            remoteAddress: statement.text(8) ?? "",
+            dedupKey: statement.text(9) ?? "",
+            body: statement.bytes(10)
+        )
+        return StoredCallback(id: id, duplicateOf: statement.int64(1), callback: callback)
+    }
+
+    // MARK: - Connection
+
+    /// Runs `body` on the connection; drops a connection that may be broken so the next call reopens it.
+    private func withConnection<Result>(
+        _ body: (SQLiteConnection) throws(CallbackStoreError) -> Result
+    ) throws(CallbackStoreError) -> Result {
+        let connection = try openConnection()
+        do {
+            return try body(connection)
+        } catch {
+            if error.requiresReopen {
+                connection.close()
+                self.connection = nil
+            }
+            throw error
+        }
+    }
+
+    /// Writes must reach the file at `path`: if it was moved or deleted (say, rotated by an operator),
+    /// finish the old file and open, or create, the one at `path`.
+    private func reopenIfMoved() throws(CallbackStoreError) {
+        guard let connection, connection.hasMoved else { return }
+        logger.warning(
+            "The callback database was moved or deleted; reopening it at its path",
+            metadata: ["storage.path": "\(path)"]
+        )
+        // SQLite does not checkpoint a moved file on close, and its WAL keeps the old name: copy
+        // what the WAL holds into the moved file now, or it would be lost.
+        do {
+            try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        } catch {
+            logger.error(
+                "Could not write the last callbacks into the moved database file",
+                metadata: ["storage.path": "\(path)", "error": "\(error)"]
+            )
+        }
+        connection.close()
+        self.connection = nil
+    }
+
+    private func openConnection() throws(CallbackStoreError) -> SQLiteConnection {
+        if isClosed { throw .closed }
+        if let connection { return connection }
+        let reopened = try Self.connect(path: path, readOnly: isReadOnly)
+        connection = reopened
+        return reopened
+    }
+
+    /// Test hook: runs SQL on this store's connection (e.g. `PRAGMA max_page_count`).
+    func executeForTesting(_ sql: String) throws(CallbackStoreError) {
+        try openConnection().execute(sql)
+    }
+
+    private static func connect(path: String, readOnly: Bool) throws(CallbackStoreError) -> SQLiteConnection {
+        if readOnly, !FileManager.default.fileExists(atPath: path) {
+            throw .notInitialized(path: path)
+        }
+        let connection = try SQLiteConnection(path: path, readOnly: readOnly)
+        try connection.setBusyTimeout(milliseconds: busyTimeoutMilliseconds)
+        try connection.execute(Schema.connectionPragmas)
+        let state = try Schema.validate(connection)
+        if readOnly {
+            guard state == .current else { throw .notInitialized(path: path) }
+            return connection
+        }
+        try connection.execute(Schema.writerPragmas)
+        let journalMode = try connection.scalarText("PRAGMA journal_mode")
+        guard journalMode == "wal" else {
+            throw .openFailed(path: path, message: "cannot switch to WAL journal mode (still \(journalMode ?? "unknown"))")
+        }
+        if state == .empty {
+            try Schema.create(connection)
+        }
+        return connection
+    }
+
+    private static func createParentDirectory(of path: String) throws(CallbackStoreError) {
+        guard let slash = path.lastIndex(of: "/") else { return }
+        let directory = String(path[..<slash])
+        guard !directory.isEmpty else { return }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .openFailed(path: path, message: "cannot create directory \(directory): \(error.localizedDescription)")
+        }
+    }
+}
+
+/// The store's SQL. Statements are prepared once per connection and cached.
+private enum SQL {
+    static let columns = """
+        id, duplicate_of, received_at, service, request_id, device_ids, status, \
+        callback_count, remote_address, dedup_key, body
+        """
+
+    static let firstWithDedupKey = "SELECT min(id) FROM callbacks WHERE dedup_key = ?1"
+
+    static let insertCallback = """
+        INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
+        remote_address, dedup_key, duplicate_of, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        """
+
+    /// A callback may name one device id twice (with different kinds); the lookup needs it once.
+    static let insertDevice = "INSERT OR IGNORE INTO callback_devices (device_id, callback_id) VALUES (?1, ?2)"
+
+    static let byID = "SELECT \(columns) FROM callbacks WHERE id = ?1"
+
+    /// Parameters: ?1 service, ?2 request id, ?3 device id, ?4 since, ?5 limit (always bound).
+    static func list(_ filter: CallbackFilter) -> String {
+        var conditions: [String] = []
+        if filter.service != nil { conditions.append("service = ?1") }
+        if filter.requestID != nil { conditions.append("request_id = ?2") }
+        if filter.deviceID != nil {
+            conditions.append("id IN (SELECT callback_id FROM callback_devices WHERE device_id = ?3)")
+        }
+        if filter.since != nil { conditions.append("received_at >= ?4") }
+        if !filter.includeDuplicates { conditions.append("duplicate_of IS NULL") }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return "SELECT \(columns) FROM callbacks \(whereClause) ORDER BY received_at DESC, id DESC LIMIT ?5"
+    }
+
+    /// Parameters: ?1 the last id exported, ?2 the highest id when the export started, ?3 page size.
+    static func exportPage(includeDuplicates: Bool) -> String {
+        let duplicates = includeDuplicates ? "" : "AND duplicate_of IS NULL"
+        return "SELECT \(columns) FROM callbacks WHERE id > ?1 AND id <= ?2 \(duplicates) ORDER BY id LIMIT ?3"
+    }
+
+    static let totals = "SELECT NULL, count(*), count(duplicate_of) FROM callbacks"
+    static let countsByService = """
+        SELECT service, count(*), count(duplicate_of) FROM callbacks GROUP BY service ORDER BY service
+        """
+    static let countsByStatus = """
+        SELECT status, count(*), count(duplicate_of) FROM callbacks GROUP BY status ORDER BY status
+        """
+    static let countsByDay = """
+        SELECT date(received_at / 1000, 'unixepoch') AS day, count(*), count(duplicate_of) \
+        FROM callbacks GROUP BY day ORDER BY day
+        """
+
+    // Purge works on chunks: the rows received before ?1 (the cutoff) with id <= ?2 (the chunk's
+    // last id). `+received_at` keeps SQLite on the rowid order, where the oldest rows come first.
+    static let purgeChunkEnd = """
+        SELECT max(id) FROM (SELECT id FROM callbacks WHERE +received_at < ?1 ORDER BY id LIMIT ?2)
+        """
+    static let purgeRelink = """
+        UPDATE callbacks SET duplicate_of = nullif(
+            (SELECT min(kept.id) FROM callbacks AS kept
+             WHERE kept.dedup_key = callbacks.dedup_key AND NOT (kept.received_at < ?1 AND kept.id <= ?2)),
+            callbacks.id)
+        WHERE duplicate_of IN (SELECT id FROM callbacks WHERE +received_at < ?1 AND id <= ?2)
+          AND NOT (received_at < ?1 AND id <= ?2)
+        """
+    static let purgeDevices = """
+        DELETE FROM callback_devices
+        WHERE callback_id IN (SELECT id FROM callbacks WHERE +received_at < ?1 AND id <= ?2)
+        """
+    static let purgeCallbacks = "DELETE FROM callbacks WHERE +received_at < ?1 AND id <= ?2"
+}

@@ -1,0 +1,99 @@
+/// The database layout, versioned with `PRAGMA user_version`.
+///
+/// Devices are looked up through `callback_devices` (one row per callback and device id) rather than
+/// `json_each(device_ids)`: `--device-id` is then an index lookup instead of a scan that parses every
+/// body's device list. `device_ids` keeps the full list (with kinds) as JSON for people using `sqlite3`.
+///
+/// `callbacks_duplicate_of` is partial: it serves purge and foreign-key checks (repeats only), and
+/// being unusable for `duplicate_of IS NULL` it keeps listings on the time indexes, newest first,
+/// instead of sorting every first delivery.
+///
+/// `id` is AUTOINCREMENT so an id is never reused after retention purges the newest rows:
+/// `messages show 42` always means the same delivery.
+enum Schema {
+    static let version: Int32 = 1
+    /// "TSLC": marks the file as a thingspace-listener callback database.
+    static let applicationID: Int32 = 0x5453_4C43
+
+    static let createVersion1 = """
+        CREATE TABLE callbacks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            received_at INTEGER NOT NULL,
+            service TEXT NOT NULL,
+            request_id TEXT,
+            device_ids TEXT NOT NULL DEFAULT '[]',
+            status TEXT,
+            callback_count INTEGER,
+            remote_address TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            duplicate_of INTEGER REFERENCES callbacks(id),
+            body TEXT NOT NULL
+        );
+        CREATE INDEX callbacks_dedup_key ON callbacks(dedup_key);
+        CREATE INDEX callbacks_service_received_at ON callbacks(service, received_at);
+        CREATE INDEX callbacks_request_id ON callbacks(request_id, received_at);
+        CREATE INDEX callbacks_received_at ON callbacks(received_at);
+        CREATE INDEX callbacks_duplicate_of ON callbacks(duplicate_of) WHERE duplicate_of IS NOT NULL;
+        CREATE TABLE callback_devices (
+            device_id TEXT NOT NULL,
+            callback_id INTEGER NOT NULL REFERENCES callbacks(id) ON DELETE CASCADE,
+            PRIMARY KEY (device_id, callback_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX callback_devices_callback_id ON callback_devices(callback_id);
+        """
+
+    /// Settings of every connection: WAL so readers never block the writer, FULL sync so a commit
+    /// survives power loss, a modest page cache for the service's memory budget.
+    static let connectionPragmas = """
+        PRAGMA foreign_keys = ON;
+        PRAGMA cache_size = -2000;
+        """
+
+    /// Settings of a writing connection. The WAL is truncated to 64 MiB after checkpoints,
+    /// so a large purge does not leave a huge file behind.
+    static let writerPragmas = """
+        PRAGMA journal_mode = WAL;
+        PRAGMA synchronous = FULL;
+        PRAGMA journal_size_limit = 67108864;
+        """
+
+    /// What an opened file holds.
+    enum State {
+        /// The current schema.
+        case current
+        /// Nothing at all: the schema may be created.
+        case empty
+    }
+
+    /// Checks that the file is ours (or empty) and not from a newer version. Changes nothing, so a
+    /// foreign database is rejected before any setting (such as WAL) is written to it.
+    static func validate(_ connection: SQLiteConnection) throws(CallbackStoreError) -> State {
+        let path = connection.path
+        let found = Int32(truncatingIfNeeded: try connection.scalarInt64("PRAGMA user_version") ?? 0)
+        let application = Int32(truncatingIfNeeded: try connection.scalarInt64("PRAGMA application_id") ?? 0)
+        if application != 0, application != applicationID {
+            throw .notACallbackDatabase(path: path)
+        }
+        if found > version {
+            throw .schemaTooNew(path: path, found: found, supported: version)
+        }
+        if found == version {
+            return .current
+        }
+        // Migrations from older versions go here once there is more than one.
+        let objects = try connection.scalarInt64("SELECT count(*) FROM sqlite_schema") ?? 0
+        if objects > 0 {
+            throw .notACallbackDatabase(path: path)
+        }
+        return .empty
+    }
+
+    /// Creates the schema in an empty database; another process may have raced us to it.
+    static func create(_ connection: SQLiteConnection) throws(CallbackStoreError) {
+        try connection.transaction(.immediate) { () throws(CallbackStoreError) in
+            guard try validate(connection) == .empty else { return }
+            try connection.execute(createVersion1)
+            try connection.execute("PRAGMA application_id = \(applicationID); PRAGMA user_version = \(version);")
+        }
+    }
+}

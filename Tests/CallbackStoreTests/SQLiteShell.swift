@@ -1,0 +1,36 @@
+import CSQLite
+
+/// Runs SQL on the database file through the SQLite C API, as a person with the `sqlite3` shell would.
+/// Returns every row's columns as text.
+func sqliteRows(_ path: String, _ sql: String) throws -> [[String?]] {
+    var db: OpaquePointer?
+    guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let db else {
+        sqlite3_close_v2(db)
+        throw ShellError(message: "cannot open \(path)")
+    }
+    defer { sqlite3_close_v2(db) }
+    sqlite3_busy_timeout(db, 5_000)
+    var statement: OpaquePointer?
+    guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+        throw ShellError(message: String(cString: sqlite3_errmsg(db)))
+    }
+    defer { sqlite3_finalize(statement) }
+    var rows: [[String?]] = []
+    while true {
+        let code = sqlite3_step(statement)
+        if code == SQLITE_DONE { return rows }
+        guard code == SQLITE_ROW else { throw ShellError(message: String(cString: sqlite3_errmsg(db))) }
+        rows.append((0..<sqlite3_column_count(statement)).map { column in
+            sqlite3_column_text(statement, column).map { String(cString: $0) }
+        })
+    }
+}
+
+func sqliteValue(_ path: String, _ sql: String) throws -> String? {
+    try sqliteRows(path, sql).first?.first ?? nil
+}
+
+struct ShellError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

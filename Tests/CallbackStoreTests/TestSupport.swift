@@ -1,0 +1,182 @@
+import CallbackStore
+import Foundation
+import Logging
+import Synchronization
+
+/// A unique directory under the system temporary directory, removed by `remove()`.
+struct TemporaryDirectory {
+    let path: String
+
+    init() throws {
+        path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("callbackstore-tests-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    var databasePath: String { path + "/callbacks.db" }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// Runs `body` with a fresh temporary directory, removed afterwards.
+func withTemporaryDirectory<Result>(_ body: (TemporaryDirectory) throws -> Result) throws -> Result {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    return try body(directory)
+}
+
+/// A callback with sensible defaults; the body names the request id so rows are told apart.
+func makeCallback(
+    receivedAt: Int64 = 1_700_000_000_000,
+    service: String = "CarrierService",
+    requestID: String? = "req-1",
+    devices: [DeviceID] = [DeviceID(id: "990003425730535", kind: "imei")],
+    status: String? = "Success",
+    callbackCount: Int? = 1,
+    dedupKey: String? = nil,
+    body: [UInt8]? = nil
+) -> NewCallback {
+    let request = requestID ?? "none"
+    return NewCallback(
+        receivedAt: receivedAt,
+        service: service,
+        requestID: requestID,
+        deviceIDs: devices,
+        status: status,
+        callbackCount: callbackCount,
+        remoteAddress: "127.0.0.1",
+        dedupKey: dedupKey ?? "key-\(request)-\(service)",
+        body: body ?? Array(#"{"requestId":"\#(request)","password":"[REDACTED]"}"#.utf8)
+    )
+}
+
+let testLogger = Logger(label: "CallbackStoreTests")
+
+/// Polls `condition` every millisecond for at most `seconds`; returns whether it became true.
+/// Bounds waits in tests; asserts behaviour, not timing.
+func waitUntil(seconds: Double = 20, _ condition: () -> Bool) -> Bool {
+    let deadline = Date(timeIntervalSinceNow: seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(1_000)
+    }
+    return condition()
+}
+
+/// Collects completions from any thread.
+final class CompletionLog: Sendable {
+    private let results = Mutex<[Result<CommitReceipt, CallbackStoreError>]>([])
+
+    var completion: GroupCommitWriter.Completion {
+        { [self] result in results.withLock { $0.append(result) } }
+    }
+
+    var count: Int { results.withLock { $0.count } }
+    var all: [Result<CommitReceipt, CallbackStoreError>] { results.withLock { $0 } }
+
+    var receipts: [CommitReceipt] {
+        all.compactMap { try? $0.get() }
+    }
+
+    var errors: [CallbackStoreError] {
+        all.compactMap {
+            if case .failure(let error) = $0 { return error }
+            return nil
+        }
+    }
+
+    /// Waits (bounded) until `expected` completions arrived.
+    func wait(for expected: Int) -> Bool {
+        waitUntil { count >= expected }
+    }
+}
+
+/// Records the writer's events; can hold the writer thread inside the observer until released,
+/// so submissions pile up behind a "slow" commit.
+final class WriterProbe: Sendable {
+    private let events = Mutex<[GroupCommitWriter.Event]>([])
+    private let holdNext = Mutex<Int>(0)
+    private let holdsBegun = Mutex<Int>(0)
+    private let release = DispatchSemaphore(value: 0)
+
+    var observer: GroupCommitWriter.Observer {
+        { [self] event in
+            events.withLock { $0.append(event) }
+            let hold = holdNext.withLock { count in
+                guard count > 0 else { return false }
+                count -= 1
+                return true
+            }
+            if hold {
+                holdsBegun.withLock { $0 += 1 }
+                _ = release.wait(timeout: .now() + 30)
+            }
+        }
+    }
+
+    /// The observer of the next `count` batches blocks until `resume()`.
+    func holdNextBatches(_ count: Int = 1) {
+        holdNext.withLock { $0 += count }
+    }
+
+    /// Waits (bounded) until the writer thread is held for the `number`th time (counting from 1).
+    func waitForHold(_ number: Int) -> Bool {
+        waitUntil { holdsBegun.withLock { $0 } >= number }
+    }
+
+    func resume() {
+        release.signal()
+    }
+
+    var all: [GroupCommitWriter.Event] { events.withLock { $0 } }
+
+    var committedBatchSizes: [Int] {
+        all.compactMap {
+            if case .committed(let size, _) = $0 { return size }
+            return nil
+        }
+    }
+
+    var failedBatchSizes: [Int] {
+        all.compactMap {
+            if case .failed(let size, _, _) = $0 { return size }
+            return nil
+        }
+    }
+}
+
+/// A log handler that keeps messages, to check what the writer logs and how often.
+struct CapturingLogHandler: LogHandler {
+    struct Entry: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: Logger.Metadata
+    }
+
+    final class Storage: Sendable {
+        let entries = Mutex<[Entry]>([])
+        var all: [Entry] { entries.withLock { $0 } }
+    }
+
+    let storage: Storage
+    var logLevel: Logger.Level = .trace
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        storage.entries.withLock {
+            $0.append(Entry(level: event.level, message: event.message.description, metadata: event.metadata ?? [:]))
+        }
+    }
+
+    static func logger() -> (Logger, Storage) {
+        let storage = Storage()
+        return (Logger(label: "capture") { _ in CapturingLogHandler(storage: storage) }, storage)
+    }
+}

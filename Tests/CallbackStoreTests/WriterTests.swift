@@ -1,0 +1,254 @@
+import CallbackStore
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import CallbackStore
+
+@Suite("GroupCommitWriter")
+struct WriterTests {
+    @Test("2,000 submissions from 50 threads each complete once, with distinct stored ids")
+    func concurrentSubmits() throws {
+        try withTemporaryDirectory { directory in
+            let probe = WriterProbe()
+            let writer = GroupCommitWriter(
+                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            let log = CompletionLog()
+            let refused = Atomic<Int>(0)
+            DispatchQueue.concurrentPerform(iterations: 50) { thread in
+                for index in 0..<40 {
+                    let callback = makeCallback(requestID: "t\(thread)-\(index)", dedupKey: "t\(thread)-\(index)")
+                    if !writer.submit(callback, completion: log.completion) {
+                        refused.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+            #expect(refused.load(ordering: .relaxed) == 0)
+            #expect(log.wait(for: 2_000))
+            writer.close()
+
+            #expect(log.count == 2_000)
+            let receipts = log.receipts
+            #expect(receipts.count == 2_000)
+            #expect(Set(receipts.map(\.id)).count == 2_000)
+            #expect(probe.committedBatchSizes.reduce(0, +) == 2_000)
+            #expect(writer.statistics.committedCallbacks == 2_000)
+            #expect(writer.statistics.committedBatches == UInt64(probe.committedBatchSizes.count))
+
+            let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
+            defer { reader.close() }
+            var stored = Set<Int64>()
+            try reader.export(includeDuplicates: true) { stored.insert($0.id) }
+            #expect(stored == Set(receipts.map(\.id)))
+        }
+    }
+
+    @Test("callbacks that arrive during a commit are committed together in the next one")
+    func groupCommitBatches() throws {
+        try withTemporaryDirectory { directory in
+            let probe = WriterProbe()
+            let writer = GroupCommitWriter(
+                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            defer { writer.close() }
+            let log = CompletionLog()
+
+            probe.holdNextBatches(1)  // the first commit is "slow"
+            #expect(writer.submit(makeCallback(requestID: "first", dedupKey: "first"), completion: log.completion))
+            #expect(probe.waitForHold(1))
+            for index in 0..<20 {
+                #expect(writer.submit(makeCallback(requestID: "r\(index)", dedupKey: "k\(index)"), completion: log.completion))
+            }
+            #expect(writer.pendingCount == 20)
+            probe.resume()
+
+            #expect(log.wait(for: 21))
+            #expect(probe.committedBatchSizes == [1, 20])
+            #expect(Set(log.receipts.map(\.id)).count == 21)
+        }
+    }
+
+    @Test("a full queue refuses at once, by count and by body bytes, and never calls that completion")
+    func queueFullRefuses() throws {
+        try withTemporaryDirectory { directory in
+            let probe = WriterProbe()
+            let writer = GroupCommitWriter(
+                store: try SQLiteCallbackStore(path: directory.databasePath),
+                capacity: 3, maxQueuedBytes: 1_000, logger: testLogger, observer: probe.observer)
+            defer { writer.close() }
+            let log = CompletionLog()
+
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(dedupKey: "held"), completion: log.completion))
+            #expect(probe.waitForHold(1))
+            for index in 0..<3 {
+                #expect(writer.submit(makeCallback(dedupKey: "k\(index)"), completion: log.completion))
+            }
+            #expect(!writer.submit(makeCallback(dedupKey: "one too many"), completion: log.completion))
+            #expect(writer.pendingCount == 3)
+            probe.resume()
+            #expect(log.wait(for: 4))
+
+            // By bytes: 600 + 600 exceeds 1,000, but one large callback alone is accepted.
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(dedupKey: "held again"), completion: log.completion))
+            #expect(probe.waitForHold(2))
+            let large = [UInt8](repeating: UInt8(ascii: " "), count: 600)
+            #expect(writer.submit(makeCallback(dedupKey: "big1", body: large), completion: log.completion))
+            #expect(!writer.submit(makeCallback(dedupKey: "big2", body: large), completion: log.completion))
+            #expect(writer.submit(makeCallback(dedupKey: "small", body: Array("{}".utf8)), completion: log.completion))
+            probe.resume()
+            #expect(log.wait(for: 7))
+            writer.close()
+            #expect(log.count == 7)
+            #expect(log.errors.isEmpty)
+        }
+    }
+
+    @Test("a store failure fails the whole batch, is logged once, and the writer recovers")
+    func failureAndRecovery() throws {
+        try withTemporaryDirectory { directory in
+            let store = try SQLiteCallbackStore(path: directory.databasePath)
+            let probe = WriterProbe()
+            let (logger, logs) = CapturingLogHandler.logger()
+            let writer = GroupCommitWriter(store: store, logger: logger, observer: probe.observer)
+            defer { writer.close() }
+            let log = CompletionLog()
+            let body = [UInt8](repeating: UInt8(ascii: "x"), count: 20_000)  // needs new pages
+
+            // While the first commit is held, cap the file at its current size on the writer's
+            // connection (on the writer thread): the next batch cannot grow it, as on a full disk.
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(requestID: "before", dedupKey: "before"), completion: log.completion))
+            #expect(probe.waitForHold(1))
+            try store.executeForTesting("PRAGMA max_page_count = 1")
+            for index in 0..<3 {
+                #expect(writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)", body: body), completion: log.completion))
+            }
+            probe.holdNextBatches(1)  // hold again after the failed batch
+            probe.resume()
+            #expect(probe.waitForHold(2))
+
+            #expect(probe.failedBatchSizes == [3])
+            #expect(log.count == 4)
+            #expect(log.errors.count == 3)
+            #expect(log.errors.allSatisfy { if case .full = $0 { true } else { false } })
+            #expect(log.errors.allSatisfy { !$0.description.contains("xxxx") && $0.description.contains("free disk space") })
+            #expect(writer.isFailing)
+
+            // A second failing batch is not logged again.
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(requestID: "lost3", dedupKey: "lost3", body: body), completion: log.completion))
+            probe.resume()
+            #expect(probe.waitForHold(3))
+            #expect(probe.failedBatchSizes == [3, 1])
+
+            // The disk "has space again".
+            try store.executeForTesting("PRAGMA max_page_count = 1073741823")
+            probe.resume()
+            #expect(writer.submit(makeCallback(requestID: "after", dedupKey: "after", body: body), completion: log.completion))
+            #expect(log.wait(for: 6))
+            #expect(log.receipts.count == 2)
+            #expect(!writer.isFailing)
+            writer.close()
+
+            let errorLogs = logs.all.filter { $0.level >= .error }
+            #expect(errorLogs.count == 1)
+            #expect(logs.all.filter { $0.message.contains("recovered") }.count == 1)
+            #expect(!logs.all.contains { $0.metadata.description.contains("xxxx") })
+            #expect(writer.statistics.failedBatches == 2)
+            #expect(writer.statistics.failedCallbacks == 4)
+
+            let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
+            defer { reader.close() }
+            let stored = try reader.query(CallbackFilter(limit: 10, includeDuplicates: true)).compactMap(\.requestID)
+            #expect(Set(stored) == ["before", "after"])
+        }
+    }
+
+    @Test("a database file removed under the writer is recreated at its path, nothing goes to the lost file")
+    func reopensAfterTheFileMoved() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            let (logger, logs) = CapturingLogHandler.logger()
+            let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: path, logger: logger), logger: testLogger)
+            defer { writer.close() }
+            let log = CompletionLog()
+            #expect(writer.submit(makeCallback(requestID: "r1", dedupKey: "1"), completion: log.completion))
+            #expect(log.wait(for: 1))
+
+            try FileManager.default.moveItem(atPath: path, toPath: directory.path + "/rotated.db")
+            #expect(writer.submit(makeCallback(requestID: "r2", dedupKey: "2"), completion: log.completion))
+            #expect(log.wait(for: 2))
+            #expect(log.receipts.count == 2)
+            #expect(logs.all.contains { $0.level == .warning && $0.message.contains("moved or deleted") })
+            writer.close()
+
+            let reader = try SQLiteCallbackStore(path: path, readOnly: true)
+            defer { reader.close() }
+            #expect(try reader.query(CallbackFilter()).compactMap(\.requestID) == ["r2"])
+            #expect(try sqliteValue(directory.path + "/rotated.db", "SELECT group_concat(request_id) FROM callbacks") == "r1")
+        }
+    }
+
+    @Test("close commits what is queued, refuses new submissions and is idempotent")
+    func closeCommitsPending() throws {
+        try withTemporaryDirectory { directory in
+            let probe = WriterProbe()
+            let writer = GroupCommitWriter(
+                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            let log = CompletionLog()
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(dedupKey: "held"), completion: log.completion))
+            #expect(probe.waitForHold(1))
+            for index in 0..<10 {
+                #expect(writer.submit(makeCallback(dedupKey: "k\(index)"), completion: log.completion))
+            }
+
+            let closed = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                writer.close()
+                closed.signal()
+            }
+            // Once close() has begun, submissions are refused; those accepted before are committed.
+            var accepted = 11
+            #expect(waitUntil {
+                if writer.submit(makeCallback(dedupKey: "late\(accepted)"), completion: log.completion) {
+                    accepted += 1
+                    return false
+                }
+                return true
+            })
+            probe.resume()
+            #expect(closed.wait(timeout: .now() + 30) == .success)
+
+            #expect(log.count == accepted)
+            #expect(log.receipts.count == accepted)
+            writer.close()
+            #expect(!writer.submit(makeCallback(dedupKey: "after close"), completion: log.completion))
+
+            let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
+            defer { reader.close() }
+            #expect(try reader.stats().total == accepted)
+        }
+    }
+
+    @Test("close from a completion does not deadlock; the heartbeat advances while idle")
+    func closeFromCompletionAndHeartbeat() throws {
+        try withTemporaryDirectory { directory in
+            let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger)
+            let start = writer.progressHeartbeat
+            #expect(waitUntil { writer.progressHeartbeat > start + 1 })
+
+            let done = DispatchSemaphore(value: 0)
+            #expect(writer.submit(makeCallback()) { result in
+                writer.close()
+                if case .success = result { done.signal() }
+            })
+            #expect(done.wait(timeout: .now() + 30) == .success)
+            writer.close()
+            #expect(!writer.submit(makeCallback()) { _ in })
+        }
+    }
+}
