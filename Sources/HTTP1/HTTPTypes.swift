@@ -26,6 +26,7 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictionar
 
     public var count: Int { fields.count }
     public mutating func add(name: String, value: String) { fields.append((name: name, value: value)) }
+    public mutating func reserveCapacity(_ minimumCapacity: Int) { fields.reserveCapacity(minimumCapacity) }
     public mutating func replaceOrAdd(name: String, value: String) {
         fields.removeAll { asciiCaseInsensitiveEquals($0.name, name) }
         fields.append((name: name, value: value))
