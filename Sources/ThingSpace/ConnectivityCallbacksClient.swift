@@ -49,7 +49,7 @@ public final class ConnectivityCallbacksClient: Sendable {
         let callbacks = try Self.decodeList(response.body)
         logger.info("Listed ThingSpace callbacks", metadata: [
             "thingspace.account": "\(accountName)",
-            "thingspace.callbacks": "\(callbacks.map { "\($0.serviceName ?? "?")=\($0.url ?? "")" })",
+            "thingspace.callbacks": "\(callbacks.map { "\($0.serviceName ?? "?")=\(redactingUserInfo($0.url ?? ""))" })",
         ])
         return callbacks
     }
@@ -73,7 +73,7 @@ public final class ConnectivityCallbacksClient: Sendable {
         }
         let result = try Self.decodeActionResult(response.body, fallback: CallbackActionResult(accountName: accountName, serviceName: request.name))
         logger.info("Registered ThingSpace callback", metadata: [
-            "thingspace.account": "\(accountName)", "thingspace.service": "\(request.name)", "thingspace.url": "\(request.url)",
+            "thingspace.account": "\(accountName)", "thingspace.service": "\(request.name)", "thingspace.url": "\(redactingUserInfo(request.url))",
         ])
         return result
     }

@@ -47,7 +47,7 @@ public struct RegisterCallbackRequest: Codable, Sendable, Hashable, CustomString
     }
 
     public var description: String {
-        "RegisterCallbackRequest(name: \(name), url: \(url), username: \(username ?? "nil"), password: \(password == nil ? "nil" : redactedPlaceholder))"
+        "RegisterCallbackRequest(name: \(name), url: \(redactingUserInfo(url)), username: \(username ?? "nil"), password: \(password == nil ? "nil" : redactedPlaceholder))"
     }
     public var debugDescription: String { description }
 
@@ -90,7 +90,7 @@ public struct ConnectivityManagementCallback: Codable, Sendable, Hashable, Custo
 
     public var description: String {
         let shown = redacted
-        return "ConnectivityManagementCallback(accountName: \(shown.accountName ?? "nil"), serviceName: \(shown.serviceName ?? "nil"), url: \(shown.url ?? "nil"), username: \(shown.username ?? "nil"), password: \(shown.password ?? "nil"))"
+        return "ConnectivityManagementCallback(accountName: \(shown.accountName ?? "nil"), serviceName: \(shown.serviceName ?? "nil"), url: \(shown.url.map(redactingUserInfo) ?? "nil"), username: \(shown.username ?? "nil"), password: \(shown.password ?? "nil"))"
     }
     public var debugDescription: String { description }
 

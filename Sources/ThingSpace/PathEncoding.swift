@@ -1,3 +1,5 @@
+import Foundation
+
 /// Percent-encodes one path segment: every byte but RFC 3986's unreserved
 /// characters (ALPHA DIGIT - . _ ~) becomes %XX, so `/`, `?`, `#` and
 /// spaces cannot change the path. Leading zeros are ordinary digits and stay.
@@ -25,4 +27,14 @@ public func percentEncodePathSegment(_ segment: String) -> String {
 func isValidPathSegment(_ segment: String) -> Bool {
     !segment.isEmpty && segment != "." && segment != ".."
         && !segment.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+}
+
+/// A URL fit for a log line: any `user:password@` part is replaced by
+/// `<redacted>@`. Listener URLs normally have none; this makes sure.
+public func redactingUserInfo(_ url: String) -> String {
+    guard let schemeEnd = url.range(of: "://") else { return url }
+    let authorityStart = schemeEnd.upperBound
+    let authorityEnd = url[authorityStart...].firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? url.endIndex
+    guard let at = url[authorityStart..<authorityEnd].lastIndex(of: "@") else { return url }
+    return String(url[..<authorityStart]) + redactedPlaceholder + String(url[at...])
 }

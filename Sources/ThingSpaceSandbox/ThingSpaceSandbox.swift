@@ -207,7 +207,7 @@ struct SandboxRequestHandler: HTTPRequestHandler {
         case let .registered(registration)?:
             core.logger.info("Sandbox listener registered", metadata: [
                 "callback.service": "\(registration.serviceName)", "sandbox.account": "\(registration.accountName)",
-                "sandbox.url": "\(registration.url)",
+                "sandbox.url": "\(redactingUserInfo(registration.url))",
             ])
             core.deliverer.apply(.registered(registration))
         case let .deregistered(accountName, serviceName)?:

@@ -188,10 +188,10 @@ struct CallbacksClientTests {
     }
 
     @Test func sessionIdleExpiryOnTheServerIsRecovered() throws {
-        let fixture = try SandboxFixture(sandbox: { $0.sessionIdleLifetime = .milliseconds(200) })
+        let fixture = try SandboxFixture(sandbox: { $0.sessionIdleLifetime = .milliseconds(500) })
         let client = fixture.makeClient()
         _ = try client.list(accountName: account)
-        Thread.sleep(forTimeInterval: 0.3)
+        Thread.sleep(forTimeInterval: 0.7)
         _ = try client.list(accountName: account)
         #expect(fixture.sandbox.journal.map(\.status) == [200, 200, 200, 401, 200, 200, 200])
         #expect(fixture.entries(.login).count == 2)
@@ -312,8 +312,9 @@ struct CallbacksClientTests {
 
     @Test func networkErrorsAreRetriedThenReported() throws {
         let logs = LogCapture()
+        let closed = try SilentSocket(listening: false)
         var configuration = ThingSpaceClientConfiguration(
-            baseURL: "http://127.0.0.1:1/api", connectTimeout: .seconds(2), totalTimeout: .seconds(2),
+            baseURL: "http://127.0.0.1:\(closed.port)/api", connectTimeout: .seconds(2), totalTimeout: .seconds(2),
             maxAttempts: 3, retryBaseDelay: .milliseconds(1), retryMaxDelay: .milliseconds(5))
         configuration.tokenRenewalMargin = .zero
         let client = ConnectivityCallbacksClient(configuration: configuration, credentials: TestSecrets.credentials, logger: logs.logger("client"))
@@ -336,10 +337,10 @@ struct CallbacksClientTests {
     }
 
     @Test func tokenIsRenewedWhenItExpires() throws {
-        let fixture = try SandboxFixture(sandbox: { $0.tokenLifetime = .seconds(1) }, client: { $0.tokenRenewalMargin = .zero })
+        let fixture = try SandboxFixture(sandbox: { $0.tokenLifetime = .seconds(2) }, client: { $0.tokenRenewalMargin = .zero })
         let client = fixture.makeClient()
         _ = try client.list(accountName: account)
-        Thread.sleep(forTimeInterval: 1.2)
+        Thread.sleep(forTimeInterval: 2.1)
         _ = try client.list(accountName: account)
         // Renewed before use: no refused call, the session kept.
         let journal = fixture.sandbox.journal

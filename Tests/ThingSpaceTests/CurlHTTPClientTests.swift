@@ -8,7 +8,7 @@ import ThingSpace
 
 /// A TCP socket bound to 127.0.0.1 on an ephemeral port that never answers:
 /// listening (connections complete, no reply) or not (connections refused).
-private final class SilentSocket {
+final class SilentSocket {
     let fd: Int32
     let port: Int
 

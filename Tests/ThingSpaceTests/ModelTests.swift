@@ -132,6 +132,14 @@ struct ModelTests {
         #expect(ErrorDetail.parse([]) == ErrorDetail(errorCode: nil, errorMessage: nil, isGatewayFault: false))
     }
 
+    @Test func userInfoIsRedactedFromLoggedURLs() {
+        #expect(redactingUserInfo("https://user:pw@host:9001/cb?a=b@c") == "https://<redacted>@host:9001/cb?a=b@c")
+        #expect(redactingUserInfo("https://host/cb@x") == "https://host/cb@x")
+        #expect(redactingUserInfo("not a url") == "not a url")
+        let request = RegisterCallbackRequest(name: "S", url: "https://u:secret-in-url@h/cb")
+        #expect(!"\(request)".contains("secret-in-url"))
+    }
+
     @Test func percentEncodingKeepsLeadingZerosAndEscapesDelimiters() {
         #expect(percentEncodePathSegment("0252012345-00001") == "0252012345-00001")
         #expect(percentEncodePathSegment("a/b c?d#e%") == "a%2Fb%20c%3Fd%23e%25")

@@ -98,6 +98,7 @@ final class SandboxFixture {
             if let session = entry.headers["VZ-M2M-Token"] { secrets.append(session) }
         }
         let lines = logs.all
+        if ProcessInfo.processInfo.environment["PRINT_TEST_LOGS"] != nil { print(lines.joined(separator: "\n")) }
         #expect(!lines.isEmpty, "the test should have produced log lines", sourceLocation: sourceLocation)
         for secret in Set(secrets) where !secret.isEmpty {
             let leaks = lines.filter { $0.contains(secret) }
