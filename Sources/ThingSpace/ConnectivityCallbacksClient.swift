@@ -183,7 +183,7 @@ public final class ConnectivityCallbacksClient: Sendable {
     /// response or throws a classified failure.
     private func callAPI(
         _ operation: String, account: String,
-        _ build: @escaping (_ token: String, _ session: String) -> CurlHTTPClient.Request
+        _ build: (_ token: String, _ session: String) -> CurlHTTPClient.Request
     ) throws(ThingSpaceError) -> CurlHTTPClient.Response {
         try withRetries(operation) { (auth: inout AuthState) throws(AttemptFailure) -> CurlHTTPClient.Response in
             let (token, session) = try self.signIn(&auth)
@@ -211,6 +211,13 @@ public final class ConnectivityCallbacksClient: Sendable {
     /// A usable access token and session, fetching whichever has lapsed.
     private func signIn(_ auth: inout AuthState) throws(AttemptFailure) -> (token: String, session: String) {
         if let refusal = auth.refusal { throw .fatal(refusal) }
+        // An empty secret would only earn a failed login (one of five).
+        do throws(ThingSpaceError) {
+            try credentials.validate()
+            try configuration.validate()
+        } catch {
+            throw .fatal(error)
+        }
         let token = try usableOrFreshToken(&auth)
         if let session = auth.usableSession(at: clock.now, idleLifetime: configuration.sessionIdleLifetime) {
             return (token, session)

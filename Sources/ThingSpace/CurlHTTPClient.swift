@@ -91,7 +91,6 @@ public final class CurlHTTPClient: Sendable {
     /// TLS peers and host names are always verified; redirects are never
     /// followed; libcurl's proxy environment variables are honoured.
     public init(connectTimeout: Duration = .seconds(10), totalTimeout: Duration = .seconds(30), maxResponseBytes: Int = 4 << 20) {
-        precondition(curlGlobalInitResult == CURLE_OK, "curl_global_init failed")
         self.connectTimeout = connectTimeout
         self.totalTimeout = totalTimeout
         self.maxResponseBytes = maxResponseBytes
@@ -105,6 +104,9 @@ public final class CurlHTTPClient: Sendable {
     /// Performs one exchange. Any HTTP status is a response; only a transport
     /// failure throws. Blocks the calling thread; one call at a time.
     public func send(_ request: Request) throws(CurlTransportError) -> Response {
+        guard curlGlobalInitResult == CURLE_OK else {
+            throw CurlTransportError(kind: .other, curlCode: Int(curlGlobalInitResult.rawValue), message: "libcurl could not be initialised")
+        }
         try Self.validate(request)
         let limits = TransferLimits(
             connectTimeoutMS: connectTimeout.wholeMilliseconds,

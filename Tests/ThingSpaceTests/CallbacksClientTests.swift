@@ -155,6 +155,12 @@ struct CallbacksClientTests {
             try client.list(accountName: "")
         }
         #expect(throws: ThingSpaceError.self) { try client.deregister(accountName: account, serviceName: "..") }
+        var empty = TestSecrets.credentials
+        empty.password = ""
+        // An empty password would only cost one of the five allowed failed logins.
+        #expect(throws: ThingSpaceError.invalidArgument("the ThingSpace password is empty")) {
+            try fixture.makeClient(credentials: empty).authenticate()
+        }
         #expect(fixture.sandbox.journal.isEmpty)
         fixture.finish()
     }
