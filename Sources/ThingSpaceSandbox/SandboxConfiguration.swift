@@ -99,12 +99,18 @@ public struct SandboxJournalEntry: Sendable {
 }
 
 /// A listener registered through the API.
-public struct SandboxRegistration: Sendable, Hashable {
+public struct SandboxRegistration: Sendable, Hashable, CustomStringConvertible {
     public var accountName: String
     public var serviceName: String
     public var url: String
     public var username: String?
+    /// The callback password (sent in every callback body); printed redacted.
     public var password: String?
+
+    public var description: String {
+        "SandboxRegistration(accountName: \(accountName), serviceName: \(serviceName), url: \(redactingUserInfo(url)), "
+            + "username: \(username ?? "nil"), password: \(password == nil ? "nil" : redactedPlaceholder))"
+    }
 }
 
 /// One attempt to deliver a callback to a listener.

@@ -30,6 +30,7 @@ struct DeliveryTests {
         defer { listener.stop() }
         try register(fixture, url: listener.url)
 
+        #expect(!"\(fixture.sandbox.registrations)".contains(TestSecrets.callbackPassword))
         #expect(waitUntil { fixture.sandbox.deliveries.count >= 4 })
         // Several resend intervals later, still four: the threshold stops it.
         Thread.sleep(forTimeInterval: 0.3)
