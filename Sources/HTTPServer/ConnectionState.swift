@@ -114,7 +114,10 @@ struct ConnectionState {
     /// (a response written since the last call) restarts the idle clock.
     mutating func enterReadPhase(_ phase: ReadPhase, activity: Bool, now: () -> UInt64) {
         switch (readPhase, phase) {
-        case (.fresh, .head), (.fresh, .fresh), (.head, .head), (.body, .body):
+        case (.fresh, .head):
+            readPhase = .head  // the clock keeps running from accept
+            return
+        case (.fresh, .fresh), (.head, .head), (.body, .body):
             return
         case (.idle, .idle), (.awaitingResponses, .awaitingResponses):
             if !activity { return }

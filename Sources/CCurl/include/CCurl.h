@@ -26,4 +26,10 @@ static inline CURLcode ccurl_setopt_data_callback(CURL *handle, CURLoption optio
 static inline CURLcode ccurl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }
+// curl_global_init's flag macros are not imported; initialise with the default set.
+static inline CURLcode ccurl_global_init_default(void) {
+    return curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+// Size the error buffer handed to CURLOPT_ERRORBUFFER must have.
+static inline size_t ccurl_error_buffer_size(void) { return CURL_ERROR_SIZE; }
 #endif

@@ -1,1 +1,0 @@
-// ThingSpace: see README.md (Architecture).

@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Testing
+import ThingSpace
+
+/// A TCP socket bound to 127.0.0.1 on an ephemeral port that never answers:
+/// listening (connections complete, no reply) or not (connections refused).
+final class SilentSocket {
+    let fd: Int32
+    let port: Int
+
+    init(listening: Bool) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SocketError.failed("socket") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { close(fd); throw SocketError.failed("bind") }
+        if listening { guard listen(fd, 8) == 0 else { close(fd); throw SocketError.failed("listen") } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
+
+    enum SocketError: Error { case failed(String) }
+}
+
+@Suite("libcurl HTTP client")
+struct CurlHTTPClientTests {
+    @Test func refusedConnectionIsATypedTransportError() throws {
+        let socket = try SilentSocket(listening: false)
+        let client = CurlHTTPClient(connectTimeout: .seconds(2), totalTimeout: .seconds(3))
+        #expect {
+            _ = try client.send(.init(method: .get, url: "http://127.0.0.1:\(socket.port)/x"))
+        } throws: { error in
+            guard let error = error as? CurlTransportError else { return false }
+            return error.kind == .couldNotConnect && error.curlCode == 7 && !error.message.isEmpty
+        }
+    }
+
+    @Test func silentServerTimesOut() throws {
+        let socket = try SilentSocket(listening: true)
+        let client = CurlHTTPClient(connectTimeout: .seconds(2), totalTimeout: .milliseconds(300))
+        #expect {
+            _ = try client.send(.init(method: .post, url: "http://127.0.0.1:\(socket.port)/x", body: Array("{}".utf8)))
+        } throws: { error in
+            (error as? CurlTransportError)?.kind == .timedOut
+        }
+    }
+
+    @Test func malformedRequestsAreRefusedBeforeSending() {
+        let client = CurlHTTPClient()
+        let requests: [CurlHTTPClient.Request] = [
+            .init(method: .get, url: "file:///etc/passwd"),
+            .init(method: .get, url: "http://127.0.0.1/a b"),
+            .init(method: .get, url: "http://127.0.0.1/", headers: [(name: "X-A", value: "1\r\nX-Injected: 2")]),
+            .init(method: .get, url: "http://127.0.0.1/", headers: [(name: "Bad Name", value: "1")]),
+        ]
+        for request in requests {
+            #expect {
+                _ = try client.send(request)
+            } throws: { error in
+                (error as? CurlTransportError)?.kind == .invalidRequest
+            }
+        }
+    }
+}
