@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp",
+                "ListenerApp", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -83,21 +83,28 @@ let package = Package(
 
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1"], swiftSettings: strict),
-        .testTarget(name: "CallbackStoreTests", dependencies: ["CallbackStore"], swiftSettings: strict),
+        .testTarget(
+            name: "CallbackStoreTests",
+            dependencies: ["CallbackStore", "CSQLite", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ThingSpaceTests",
-            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1"],
+            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ListenerAppTests",
-            dependencies: ["ListenerApp", "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox"],
+            dependencies: [
+                "ListenerApp", "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // Start the real binary; it is built before the tests run (see Makefile).
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["ThingSpaceSandbox", "HTTP1"],
+            dependencies: ["ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
     ]

@@ -58,8 +58,12 @@ public final class ListenerService: Sendable {
         } catch {
             throw .storeUnavailable("\(configuration.storage.path): \(error)")
         }
-        let writer = GroupCommitWriter(store: store, capacity: configuration.storage.queueCapacity, logger: logger)
-        writer.onCommit = { size, duration in metrics.committed(batchSize: size, duration: duration) }
+        let writer = GroupCommitWriter(
+            store: store, capacity: configuration.storage.queueCapacity, logger: logger,
+            observer: { event in
+                if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
+            }
+        )
         let retention = RetentionSweeper(configuration: configuration.storage, logger: logger)
         retention?.start()
 
@@ -93,9 +97,9 @@ public final class ListenerService: Sendable {
         var admin: HTTPServer?
         if configuration.admin.enabled {
             let probes = AdminHandler.Probes(
-                isServing: { [draining] in !draining.load(ordering: .relaxed) },
-                isStoreWritable: { writer.isHealthy },
-                isRegistered: registrar.map { registrar in { registrar.isRegistered } }
+                isServing: { [self] in !self.draining.load(ordering: .relaxed) },
+                isStoreWritable: { !writer.isFailing },
+                isRegistered: registrar.map { registrar in { @Sendable in registrar.isRegistered } }
             )
             var adminConfiguration = HTTPServerConfiguration()
             adminConfiguration.host = configuration.admin.host

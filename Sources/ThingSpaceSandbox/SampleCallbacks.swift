@@ -54,3 +54,28 @@ public enum SampleCallbacks {
         return Array(data)
     }
 }
+
+/// A named sample delivery, for `send-test`.
+public struct SampleCallback: Sendable {
+    public var name: String
+    public var service: String
+    public var body: [UInt8]
+}
+
+extension SampleCallbacks {
+    /// A CarrierService success, the documented failure shape, a DeviceUsage
+    /// report, and a second delivery of the first (`callbackCount` 2), each
+    /// with a fresh requestId.
+    public static func smokeTestSet(username: String?, password: String?) -> [SampleCallback] {
+        func make(_ template: String, _ requestId: String, _ count: Int) -> [UInt8] {
+            body(template: template, username: username, password: password, requestId: requestId, callbackCount: count, maxCallbackThreshold: 4)
+        }
+        let first = UUID().uuidString.lowercased()
+        return [
+            SampleCallback(name: "success", service: "CarrierService", body: make(carrierServiceSuccess, first, 1)),
+            SampleCallback(name: "fault", service: "CarrierService", body: make(carrierServiceFault, UUID().uuidString.lowercased(), 1)),
+            SampleCallback(name: "usage", service: "DeviceUsage", body: make(deviceUsage, UUID().uuidString.lowercased(), 1)),
+            SampleCallback(name: "duplicate", service: "CarrierService", body: make(carrierServiceSuccess, first, 2)),
+        ]
+    }
+}

@@ -29,8 +29,8 @@ struct Callbacks: AsyncParsableCommand {
 
         func run() async throws {
             let api = try await CallbacksAPI(config.resolvedPath)
-            let callbacks = try api.call { try $0.client.list(accountName: $0.accountName) }
-                .map { output.showSecrets ? $0 : $0.redacted }
+            let listed = try api.call { () throws(ThingSpaceError) in try api.client.list(accountName: api.accountName) }
+            let callbacks = output.showSecrets ? listed : listed.map(\.redacted)
             if output.table {
                 print(renderTable(
                     header: ["SERVICE", "URL", "USERNAME", "PASSWORD"],
@@ -65,7 +65,7 @@ struct Callbacks: AsyncParsableCommand {
             let request = RegisterCallbackRequest(
                 name: service, url: url, username: username ?? api.configuration.callbacks.username,
                 password: secret ?? api.configuration.callbacks.password?.value)
-            let result = try api.call { try $0.client.register(accountName: $0.accountName, request: request) }
+            let result = try api.call { () throws(ThingSpaceError) in try api.client.register(accountName: api.accountName, request: request) }
             if output.table { print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]])) } else { try printJSON(result) }
         }
     }
@@ -78,7 +78,7 @@ struct Callbacks: AsyncParsableCommand {
 
         func run() async throws {
             let api = try await CallbacksAPI(config.resolvedPath)
-            let result = try api.call { try $0.client.deregister(accountName: $0.accountName, serviceName: service) }
+            let result = try api.call { () throws(ThingSpaceError) in try api.client.deregister(accountName: api.accountName, serviceName: service) }
             if output.table { print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]])) } else { try printJSON(result) }
         }
     }
@@ -114,9 +114,9 @@ struct CallbacksAPI {
             logger: Logger(label: "thingspace-listener"))
     }
 
-    func call<Result>(_ body: (CallbacksAPI) throws(ThingSpaceError) -> Result) throws -> Result {
+    func call<Result>(_ body: () throws(ThingSpaceError) -> Result) throws -> Result {
         do {
-            return try body(self)
+            return try body()
         } catch {
             FileHandle.standardError.write(Data("thingspace-listener: \(error)\n".utf8))
             switch error {

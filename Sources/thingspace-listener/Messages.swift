@@ -2,6 +2,7 @@ import ArgumentParser
 import CallbackStore
 import Foundation
 import ListenerApp
+import ThingSpace
 
 struct Messages: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -117,11 +118,11 @@ extension Messages {
         func run() async throws {
             let stats = try await database.openStore().stats()
             print("total \(stats.total), duplicates \(stats.duplicates)\n")
-            print(renderTable(header: ["SERVICE", "COUNT"], rows: stats.byService.map { [$0.key, String($0.count)] }))
+            print(renderTable(header: ["SERVICE", "COUNT", "DUPLICATES"], rows: stats.byService.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
             print()
-            print(renderTable(header: ["STATUS", "COUNT"], rows: stats.byStatus.map { [$0.key, String($0.count)] }))
+            print(renderTable(header: ["STATUS", "COUNT", "DUPLICATES"], rows: stats.byStatus.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
             print()
-            print(renderTable(header: ["DAY (UTC)", "COUNT"], rows: stats.byDay.map { [$0.key, String($0.count)] }))
+            print(renderTable(header: ["DAY (UTC)", "COUNT", "DUPLICATES"], rows: stats.byDay.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
         }
     }
 }

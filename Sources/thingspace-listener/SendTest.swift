@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ListenerApp
 import ThingSpace
+import ThingSpaceSandbox
 
 /// Posts realistic sample callbacks to a listener, like `stripe trigger`.
 struct SendTest: AsyncParsableCommand {
@@ -33,7 +34,7 @@ struct SendTest: AsyncParsableCommand {
             }
             secret = text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        let samples = SampleCallbacks.all(username: username, password: secret).filter { service == nil || $0.service == service }
+        let samples = SampleCallbacks.smokeTestSet(username: username, password: secret).filter { service == nil || $0.service == service }
         guard !samples.isEmpty else { throw ValidationError("no samples for service \(service ?? "")") }
         let http = CurlHTTPClient(connectTimeout: .seconds(5), totalTimeout: .seconds(10))
         let base = url.hasSuffix("/") ? String(url.dropLast()) : url

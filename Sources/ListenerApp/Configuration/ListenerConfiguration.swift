@@ -66,6 +66,10 @@ public struct ListenerConfiguration: Sendable {
     public struct Logging: Sendable {
         public var level: Logger.Level = .info
         public var format: LogFormat = .text
+        public init(level: Logger.Level = .info, format: LogFormat = .text) {
+            self.level = level
+            self.format = format
+        }
     }
 
     public struct Admin: Sendable {

@@ -27,8 +27,8 @@ public final class ListenerMetrics: Sendable {
     private let rejected: [RejectionReason: CoreMetrics.Counter]
     private let commitLatency: CoreMetrics.Timer
     private let batchSize: CoreMetrics.Recorder
-    private let openConnections: Gauge
-    private let registrationState: [RegistrationStateName: Gauge]
+    private let openConnections: CoreMetrics.Gauge
+    private let registrationState: [RegistrationStateName: CoreMetrics.Gauge]
 
     public enum RegistrationStateName: String, Sendable, CaseIterable {
         case off, registering, registered, failed, deregistered
@@ -56,9 +56,9 @@ public final class ListenerMetrics: Sendable {
         })
         commitLatency = CoreMetrics.Timer(label: "store_commit_duration_seconds", factory: factory)
         batchSize = CoreMetrics.Recorder(label: "store_commit_batch_size", aggregate: true, factory: factory)
-        openConnections = Gauge(label: "http_open_connections", factory: factory)
+        openConnections = CoreMetrics.Gauge(label: "http_open_connections", factory: factory)
         registrationState = Dictionary(uniqueKeysWithValues: RegistrationStateName.allCases.map {
-            ($0, Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
+            ($0, CoreMetrics.Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
         })
     }
 

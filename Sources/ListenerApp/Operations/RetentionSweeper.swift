@@ -4,7 +4,8 @@ import Logging
 
 /// Deletes callbacks older than `storage.retentionDays`, at start and hourly,
 /// through its own connection (SQLite serialises it with the writer).
-final class RetentionSweeper: Sendable {
+/// The timer is set up once in `start`; nothing else mutates it.
+final class RetentionSweeper: @unchecked Sendable {
     private let path: String
     private let days: Int
     private let logger: Logger

@@ -8,7 +8,8 @@ import Synchronization
 /// Pings systemd's watchdog (`WATCHDOG=1`) only while both the accept loop
 /// and the store writer show progress, so a wedged process is restarted
 /// instead of being kept alive by a timer that still runs.
-final class Watchdog: Sendable {
+/// The timer is set up once in `start`; the rest is immutable or behind the mutex.
+final class Watchdog: @unchecked Sendable {
     private let notifier: SystemdNotifier
     private let interval: Duration
     private let progress: @Sendable () -> (server: UInt64, writer: UInt64)

@@ -173,8 +173,7 @@ final class Registrar: Sendable {
             logger.info("replacing another registration", metadata: ["callback.service": "\(service)", "previous_url": "\(existing.first?.url ?? "")"])
             _ = try client.deregister(accountName: accountName, serviceName: service)
         }
-        _ = try client.register(accountName: accountName, request: request)
-        logger.info("registered", metadata: ["callback.service": "\(service)", "url": "\(request.url)"])
+        _ = try client.register(accountName: accountName, request: request)  // the client logs it
     }
 
     static func matches(_ existing: ConnectivityManagementCallback, _ ours: RegisterCallbackRequest) -> Bool {
@@ -187,7 +186,7 @@ final class Registrar: Sendable {
     /// holds: about 10 s a call, 30 s in all, then gives up so shutdown goes on.
     func stop() async {
         state.withLock { $0.stopping = true }
-        wake.lock(); wake.broadcast(); wake.unlock()
+        wakeRegistrationThread()
         // A call in flight may still complete a registration: let it land first
         // (libcurl's 10 s timeout bounds it) so that we deregister it too.
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -208,8 +207,7 @@ final class Registrar: Sendable {
             for service in held where Date() < deadline {
                 do throws(ThingSpaceError) {
                     _ = try shutdownClient.deregister(accountName: accountName, serviceName: service)
-                    setState(service, .deregistered)
-                    logger.info("deregistered", metadata: ["callback.service": "\(service)"])
+                    setState(service, .deregistered)  // the client logs it
                 } catch {
                     logger.error("deregistration failed", metadata: ["callback.service": "\(service)", "error": "\(error)"])
                 }
@@ -229,6 +227,12 @@ final class Registrar: Sendable {
         metrics.setRegistrationState(.deregistered)
         try? shutdownClient.logout()
         sandbox?.stop()
+    }
+
+    private func wakeRegistrationThread() {
+        wake.lock()
+        wake.broadcast()
+        wake.unlock()
     }
 
     private var isStopping: Bool { state.withLock { $0.stopping } }
