@@ -43,7 +43,8 @@ struct SystemdUnitTests {
     func checkRefusesAUnitVerifyComplainsAbout() throws {
         let copy = FileManager.default.temporaryDirectory.appending(path: "systemd-units-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: copy) }
-        try FileManager.default.copyItem(at: Self.unitsDirectory, to: copy)
+        // Resolved, so that a symbolic link is copied as the directory it names.
+        try FileManager.default.copyItem(at: Self.unitsDirectory.resolvingSymlinksInPath(), to: copy)
         let socket = copy.appending(path: "thingspace-listener-admin.socket")
         let text = try String(contentsOf: socket, encoding: .utf8)
         try text.replacingOccurrences(of: "[Socket]\n", with: "[Socket]\nListenStreem=127.0.0.1:9\n")
