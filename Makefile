@@ -40,10 +40,14 @@ run: release
 	mkdir -p var
 	$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener serve --config $(CONFIG)
 
-test: deps-test
+test: deps-test check-units
 	$(SWIFT) build --build-tests
 	THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
 		$(SWIFT) test --skip-build
+
+# systemd-analyze security (exposure ≤ 1.2) and verify, offline.
+check-units: deps-test
+	systemd/check
 
 bench: deps-bench release
 	bench/run
@@ -62,7 +66,7 @@ install: release
 	install -D -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener" "$(DESTDIR)$(BINDIR)/thingspace-listener"
 	install -d "$(DESTDIR)$(UNITDIR)"
 	for unit in $(UNITS); do \
-		sed 's|@BINDIR@|$(BINDIR)|g' systemd/$$unit > "$(DESTDIR)$(UNITDIR)/$$unit" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; \
+		sed 's|/usr/local/bin/thingspace-listener|$(BINDIR)/thingspace-listener|g' systemd/$$unit > "$(DESTDIR)$(UNITDIR)/$$unit" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; \
 	done
 	[ -f "$(DESTDIR)$(CONFDIR)/thingspace-listener.json" ] || \
 		install -D -m 0644 config/production.json "$(DESTDIR)$(CONFDIR)/thingspace-listener.json"

@@ -157,7 +157,9 @@ func exportLine(_ row: StoredCallback, includeRemote: Bool) -> [UInt8] {
     if includeRemote {
         key("remoteAddress"); string(row.remoteAddress)
     }
-    key("body"); out += row.body
+    // A JSON line must be one line: raw CR/LF can only be insignificant
+    // whitespace in valid JSON (inside strings they are escaped), so a space keeps the meaning.
+    key("body"); out += row.body.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 }
     out.append(UInt8(ascii: "}"))
     return out
 }

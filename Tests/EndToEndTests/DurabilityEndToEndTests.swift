@@ -52,8 +52,7 @@ import Testing
         let client = try TestClient(port: listener.port)
         #expect(try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "ok-1")).status == 200)
 
-        var limit = rlimit(rlim_cur: 1, rlim_max: rlim_t(RLIM_INFINITY))
-        #expect(prlimit(listener.process.pid, __rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit, nil) == 0)
+        #expect(try setFileSizeLimit(pid: listener.process.pid, "1"))
         var failedIDs: [String] = []
         for index in 0..<3 {
             let id = "during-failure-\(index)"
@@ -64,8 +63,7 @@ import Testing
         }
         #expect(listener.process.logLines.filter { $0.contains("store") && ($0.contains("ERROR") || $0.contains("error")) }.count >= 1)
 
-        var unlimited = rlimit(rlim_cur: rlim_t(RLIM_INFINITY), rlim_max: rlim_t(RLIM_INFINITY))
-        #expect(prlimit(listener.process.pid, __rlimit_resource_t(RLIMIT_FSIZE.rawValue), &unlimited, nil) == 0)
+        #expect(try setFileSizeLimit(pid: listener.process.pid, "unlimited"))
         var recovered = false
         for attempt in 0..<50 where !recovered {
             let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "after-\(attempt)"))
@@ -77,4 +75,14 @@ import Testing
         #expect(stored.contains("ok-1"))
         #expect(stored.isDisjoint(with: failedIDs))
     }
+}
+
+/// Sets RLIMIT_FSIZE of a running process (util-linux's prlimit).
+func setFileSizeLimit(pid: Int32, _ value: String) throws -> Bool {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+    process.arguments = ["--pid", String(pid), "--fsize=\(value):unlimited"]
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus == 0
 }

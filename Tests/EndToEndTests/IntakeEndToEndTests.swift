@@ -135,9 +135,10 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
     @Test func fiftyConnectionsPostingTwoThousandCallbacksLeaveExactlyTwoThousand() throws {
         let listener = try ListenerFixture()
         let failures = Atomic<Int>(0)
+        let port = listener.port
         DispatchQueue.concurrentPerform(iterations: 50) { connection in
             do {
-                let client = try TestClient(port: listener.port)
+                let client = try TestClient(port: port)
                 for index in 0..<40 {
                     let response = try client.post("/callbacks/DeviceUsage", body: callbackBody(requestID: "load-\(connection)-\(index)"))
                     if response.status != 200 { failures.add(1, ordering: .relaxed) }

@@ -32,7 +32,9 @@ enum ProcessError: Error, CustomStringConvertible {
 /// line by line (tests assert on logs, and that no secret is in them).
 final class ListenerProcess: @unchecked Sendable {
     let process = Process()
-    private let lines = Mutex<[String]>([])
+    /// Shared with the pipe's reading handler.
+    private final class Output: Sendable { let state = Mutex<(lines: [String], partial: Data)>(([], Data())) }
+    private let output = Output()
     private let stderrPipe = Pipe()
     private let stdoutPipe = Pipe()
 
@@ -45,16 +47,15 @@ final class ListenerProcess: @unchecked Sendable {
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe
-        let lines = self.lines
-        var partial = Data()
-        stderrPipe.fileHandleForReading.readabilityHandler = { handle in
+        stderrPipe.fileHandleForReading.readabilityHandler = { [output] handle in
             let chunk = handle.availableData
             if chunk.isEmpty { handle.readabilityHandler = nil; return }
-            partial.append(chunk)
-            while let newline = partial.firstIndex(of: 0x0A) {
-                let line = String(decoding: partial[partial.startIndex..<newline], as: UTF8.self)
-                partial.removeSubrange(partial.startIndex...newline)
-                lines.withLock { $0.append(line) }
+            output.state.withLock { output in
+                output.partial.append(chunk)
+                while let newline = output.partial.firstIndex(of: 0x0A) {
+                    output.lines.append(String(decoding: output.partial[output.partial.startIndex..<newline], as: UTF8.self))
+                    output.partial.removeSubrange(output.partial.startIndex...newline)
+                }
             }
         }
         stdoutPipe.fileHandleForReading.readabilityHandler = { handle in
@@ -67,7 +68,7 @@ final class ListenerProcess: @unchecked Sendable {
     }
 
     var pid: Int32 { process.processIdentifier }
-    var logLines: [String] { lines.withLock { $0 } }
+    var logLines: [String] { output.state.withLock { $0.lines } }
 
     /// Waits until a log line contains `text`, and returns it.
     @discardableResult
@@ -137,24 +138,23 @@ func runListenerCommand(_ arguments: [String], environment: [String: String] = [
     let errors = Pipe()
     process.standardOutput = output
     process.standardError = errors
-    let collected = Mutex<(Data, Data)>((Data(), Data()))
-    output.fileHandleForReading.readabilityHandler = { handle in
-        let chunk = handle.availableData
-        if chunk.isEmpty { handle.readabilityHandler = nil } else { collected.withLock { $0.0.append(chunk) } }
-    }
-    errors.fileHandleForReading.readabilityHandler = { handle in
-        let chunk = handle.availableData
-        if chunk.isEmpty { handle.readabilityHandler = nil } else { collected.withLock { $0.1.append(chunk) } }
-    }
     try process.run()
+    // Drain both pipes to their end on their own threads, so neither can fill and block the child.
+    let collected = Mutex<(Data, Data)>((Data(), Data()))
+    let drained = DispatchGroup()
+    DispatchQueue.global().async(group: drained) {
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        collected.withLock { $0.0 = data }
+    }
+    DispatchQueue.global().async(group: drained) {
+        let data = errors.fileHandleForReading.readDataToEndOfFile()
+        collected.withLock { $0.1 = data }
+    }
     let deadline = ContinuousClock.now + timeout
     while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
     if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
-    Thread.sleep(forTimeInterval: 0.05)
-    output.fileHandleForReading.readabilityHandler = nil
-    errors.fileHandleForReading.readabilityHandler = nil
-    let rest = (output.fileHandleForReading.readDataToEndOfFile(), errors.fileHandleForReading.readDataToEndOfFile())
-    let (out, err) = collected.withLock { ($0.0 + rest.0, $0.1 + rest.1) }
+    _ = drained.wait(timeout: .now() + 10)
+    let (out, err) = collected.withLock { ($0.0, $0.1) }
     return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
