@@ -167,6 +167,28 @@ let validRequests: [String] = [
         #expect(request.head.headers.pairs == ["Host: ", "X-Empty: ", "X-Tabs: a", "X-Obs-Text: caf\u{E9}"])
     }
 
+    @Test func obsTextThatIsNotUTF8IsKeptAsReplacementCharacters() throws {
+        let bytes = Array("GET / HTTP/1.1\r\nHost: h\r\nX: a".utf8) + [0xFF, 0xC3] + Array("b\r\n\r\n".utf8)
+        let request = try #require(parseEverySplit(bytes).requests.first)
+        #expect(request.head.headers["X"] == "a\u{FFFD}\u{FFFD}b")
+    }
+
+    @Test func bodyOfOneMebibyteAtTheDefaultLimit() throws {
+        let body = (0..<(1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let fixed = Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+        let chunk = Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
+            + body[..<524_288] + Array("\r\n80000\r\n".utf8) + body[524_288...] + Array("\r\n0\r\n\r\n".utf8)
+        for input in [fixed, chunk] {
+            let cuts = Array(stride(from: 1000, to: input.count, by: 65_536))
+            let outcome = parse(input, cuts: cuts)
+            #expect(outcome.error == nil)
+            #expect(outcome.requests.first?.body == body)
+        }
+        let over = parse(Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
+            + body[..<524_288] + Array("\r\n80001\r\n".utf8))
+        #expect(over.error == .bodyTooLarge)
+    }
+
     @Test func headersKeepOrderSpellingAndDuplicates() throws {
         let request = try #require(
             parse("GET / HTTP/1.1\r\nhOsT: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n").requests.first)
