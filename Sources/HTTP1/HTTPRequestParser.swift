@@ -60,7 +60,8 @@ public struct HTTPRequestParser: Sendable {
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         compactIfWorthwhile()
-        buffer.append(contentsOf: bytes)
+        // Typed, so the copy is one memcpy rather than a byte-by-byte loop.
+        buffer.append(contentsOf: UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
     }
 
     /// Convenience for tests.

@@ -183,15 +183,17 @@ public struct HTTPResponse: Sendable, Equatable {
 /// Bounds the parser enforces. Defaults suit a callback receiver on the
 /// public internet: small heads, bodies up to 1 MiB.
 public struct HTTPLimits: Sendable, Equatable {
-    /// Longest request line (method, target, version); longer is 414.
+    /// Longest request line (method, target, version; CRLF not counted); longer is 414.
     public var maxRequestLineBytes: Int = 8 * 1024
-    /// Largest header section (after the request line); larger is 431.
+    /// Largest header section (after the request line, through the empty
+    /// line that ends it); larger is 431.
     public var maxHeaderBytes: Int = 16 * 1024
     /// Most header fields; more is 431.
     public var maxHeaderCount: Int = 100
     /// Largest body (declared or de-chunked); larger is 413.
     public var maxBodyBytes: Int = 1024 * 1024
-    /// Largest trailer section of a chunked body; larger is 431.
+    /// Largest trailer section of a chunked body (through its final CRLF);
+    /// larger is 431. Its field count is bounded by `maxHeaderCount`.
     public var maxTrailerBytes: Int = 4 * 1024
 
     public init() {}
