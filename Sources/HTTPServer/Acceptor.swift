@@ -20,6 +20,8 @@ final class Acceptor: @unchecked Sendable {
     private let loops: [IOLoop]
     private var listeners: [(fd: Int32, source: any DispatchSourceRead)] = []
     private var isPaused = false
+    /// Out of descriptors since the last successful accept (logs once per episode).
+    private var isExhausted = false
     private var isStopped = false
     private var nextLoop = 0
     private var heartbeatTimer: (any DispatchSourceTimer)?
@@ -95,15 +97,22 @@ final class Acceptor: @unchecked Sendable {
                 case EINTR, ECONNABORTED, EPROTO, EPERM:
                     continue
                 case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-                    core.logger.warning(
-                        "accept paused: out of resources",
-                        metadata: ["error": "\(HTTPServerError.describe(code))"])
+                    if !isExhausted {
+                        isExhausted = true
+                        core.logger.warning(
+                            "accept paused: out of resources; retrying every 100 ms",
+                            metadata: ["error": "\(HTTPServerError.describe(code))"])
+                    }
                     pauseAccepting()
                     return
                 default:
                     core.logger.error("accept failed", metadata: ["error": "\(HTTPServerError.describe(code))"])
                     return
                 }
+            }
+            if isExhausted {
+                isExhausted = false
+                core.logger.notice("accept resumed")
             }
             let open = core.openConnections.add(1, ordering: .acquiringAndReleasing).newValue
             if open > core.maxConnections {

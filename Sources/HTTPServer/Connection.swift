@@ -3,13 +3,15 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Dispatch
 import HTTP1
 import Logging
 import Synchronization
 
 /// One accepted socket. Every member is touched only on `loop.queue`
 /// (hence `@unchecked Sendable`); responders from other queues hop there.
+/// The loop reports readiness through `handle(events:)`; the connection
+/// asks for reads while it can take requests and for writability only while
+/// a write would block.
 ///
 /// Requests are numbered in arrival order; responses wait in `owed` until
 /// every earlier one has been serialized, so they leave in request order.
@@ -25,12 +27,12 @@ final class Connection: @unchecked Sendable {
     private var context: HTTPRequestContext
     private var peer: sockaddr_storage
 
-    private var readSource: (any DispatchSourceRead)?
-    private var writeSource: (any DispatchSourceWrite)?
-    private var isReadSuspended = false
-    private var isWriteArmed = false
-    /// Sources not yet cancelled; the descriptor closes when this reaches 0.
-    private var liveSources = 0
+    /// The loop's token for this socket (nil until registered).
+    private var token: UInt64?
+    /// The readiness the loop watches for: `Epoll.readable` and/or `.writable`.
+    private var watchedEvents: UInt32 = 0
+    /// The socket's send buffer is full; waiting for writability.
+    private var isWriteBlocked = false
 
     /// Serialized bytes not yet written, from `outboundOffset`.
     private var outbound: [UInt8] = []
@@ -77,17 +79,29 @@ final class Connection: @unchecked Sendable {
         let (address, port) = Socket.describe(peer)
         context.remoteAddress = address
         context.remotePort = port
-        loop.register(self)
-        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: loop.queue)
-        source.setEventHandler { [self] in readable() }
-        source.setCancelHandler { [self] in sourceCancelled() }
-        liveSources = 1
-        readSource = source
-        source.resume()
+        guard let token = loop.register(self, fd: fd, events: Epoll.readable) else {
+            log(.debug, "connection refused: cannot watch the socket", ["error": "\(HTTPServerError.describe(errno))"])
+            state.close()
+            closeDescriptor()
+            return
+        }
+        self.token = token
+        watchedEvents = Epoll.readable
         log(.trace, "connection opened", ["remote": "\(address):\(port)"])
         if core.isDraining.load(ordering: .relaxed) {
             terminate(reason: "server is shutting down")
         }
+    }
+
+    /// Readiness reported by the loop.
+    func handle(events: UInt32) {
+        if events & (Epoll.error | Epoll.hangUp) != 0 {
+            // Reset, or both directions shut down: nothing more can be delivered.
+            terminate(reason: events & Epoll.error != 0 ? "connection reset" : "peer hung up")
+            return
+        }
+        if events & Epoll.writable != 0 { writable() }
+        if events & Epoll.readable != 0 { readable() }
     }
 
     /// Closes at once. `abort` discards unsent bytes with a reset (peer not
@@ -96,33 +110,21 @@ final class Connection: @unchecked Sendable {
         guard state.lifecycle != .closed else { return }
         log(.debug, "connection closed", ["reason": "\(reason)"])
         state.close()
-        loop.unregister(self)
+        if let token { loop.unregister(fd: fd, token: token) }
+        token = nil
+        watchedEvents = 0
         if abort {
             var linger = linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
         }
-        // A suspended source runs its cancel handler only once resumed.
-        if let readSource {
-            readSource.cancel()
-            if isReadSuspended { readSource.resume() }
-        }
-        if let writeSource {
-            writeSource.cancel()
-            if !isWriteArmed { writeSource.resume() }
-        }
-        isReadSuspended = false
-        isWriteArmed = true
         owed = []
         outbound = []
         outboundOffset = 0
         parser = HTTPRequestParser(limits: settings.limits)
+        closeDescriptor()
     }
 
-    private func sourceCancelled() {
-        liveSources -= 1
-        guard liveSources == 0 else { return }
-        readSource = nil
-        writeSource = nil
+    private func closeDescriptor() {
         _ = close(fd)
         core.connectionClosed()
     }
@@ -159,7 +161,7 @@ final class Connection: @unchecked Sendable {
         let buffer = loop.readBuffer
         // Bounded: a fast sender cannot monopolize the queue.
         for _ in 0..<4 {
-            guard !isReadSuspended, state.lifecycle == .serving || state.lifecycle == .lingering else { return }
+            guard watchedEvents & Epoll.readable != 0 else { return }
             let count = read(fd, buffer.baseAddress, buffer.count)
             if count > 0 {
                 if state.lifecycle == .lingering {
@@ -211,7 +213,7 @@ final class Connection: @unchecked Sendable {
         if appendContinueIfDue() { flush() }
         guard state.isServing else { return }
         updateReadPhase()
-        updateReadInterest()
+        updateInterest()
     }
 
     private func dispatch(_ request: HTTPRequest) {
@@ -237,7 +239,7 @@ final class Connection: @unchecked Sendable {
         owed.append(OwedResponse(keepAlive: false, version: .http1_1, isHeadRequest: false, response: response))
         continueOwed = false
         state.finish(after: sequence)
-        updateReadInterest()
+        updateInterest()
         writeReadyResponses()
     }
 
@@ -257,14 +259,14 @@ final class Connection: @unchecked Sendable {
                 finishAfterOwedResponses()
             }
         case .finishing, .closed:
-            updateReadInterest()
+            updateInterest()
         }
     }
 
     private func finishAfterOwedResponses() {
         guard nextRequestSequence > 0 else { return }
         state.finish(after: nextRequestSequence - 1)
-        updateReadInterest()
+        updateInterest()
         if owed.isEmpty && !hasUnwrittenOutput { startLingering() }
     }
 
@@ -287,22 +289,30 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Reads only while serving below the pipelining limit with writes
-    /// flowing, or while lingering.
-    private func updateReadInterest() {
-        guard let readSource else { return }
-        let wanted: Bool
+    /// flowing, or while lingering; waits for writability only while blocked.
+    private func updateInterest() {
+        guard let token else { return }
+        var wanted: UInt32 = 0
         switch state.lifecycle {
-        case .serving: wanted = owed.count < settings.maxPipelinedRequests && !isWriteArmed
-        case .lingering: wanted = true
-        case .finishing, .closed: wanted = false
+        case .serving:
+            if isWriteBlocked {
+                wanted = Epoll.writable
+            } else if owed.count < settings.maxPipelinedRequests {
+                wanted = Epoll.readable
+            }
+        case .finishing:
+            if isWriteBlocked { wanted = Epoll.writable }
+        case .lingering:
+            wanted = Epoll.readable
+        case .closed:
+            return
         }
-        if wanted && isReadSuspended {
-            isReadSuspended = false
-            readSource.resume()
-        } else if !wanted && !isReadSuspended && state.lifecycle != .closed {
-            isReadSuspended = true
-            readSource.suspend()
+        guard wanted != watchedEvents else { return }
+        guard loop.setEvents(wanted, fd: fd, token: token) else {
+            terminate(reason: "cannot watch the socket: \(HTTPServerError.describe(errno))")
+            return
         }
+        watchedEvents = wanted
     }
 
     // MARK: Writing
@@ -366,8 +376,8 @@ final class Connection: @unchecked Sendable {
                 continue
             case EAGAIN, EWOULDBLOCK:
                 state.writeBlocked(progressed: outboundOffset > startOffset, now: monotonicNanoseconds())
-                armWriteSource()
-                updateReadInterest()
+                isWriteBlocked = true
+                updateInterest()
                 return
             default:
                 terminate(reason: "write failed: \(HTTPServerError.describe(code))")
@@ -382,7 +392,10 @@ final class Connection: @unchecked Sendable {
         }
         outboundOffset = 0
         state.writeDrained()
-        disarmWriteSource()
+        if isWriteBlocked {
+            isWriteBlocked = false
+            updateInterest()
+        }
         responsesWritten()
     }
 
@@ -402,29 +415,8 @@ final class Connection: @unchecked Sendable {
     }
 
     private func writable() {
-        guard isWriteArmed, state.lifecycle != .closed else { return }
+        guard isWriteBlocked, state.lifecycle != .closed else { return }
         flush()
-    }
-
-    private func armWriteSource() {
-        guard !isWriteArmed else { return }
-        isWriteArmed = true
-        if let writeSource {
-            writeSource.resume()
-            return
-        }
-        let source = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: loop.queue)
-        source.setEventHandler { [self] in writable() }
-        source.setCancelHandler { [self] in sourceCancelled() }
-        liveSources += 1
-        writeSource = source
-        source.resume()
-    }
-
-    private func disarmWriteSource() {
-        guard isWriteArmed, let writeSource else { return }
-        isWriteArmed = false
-        writeSource.suspend()
     }
 
     /// Everything owed is written: send FIN, then read and discard until the
@@ -433,7 +425,7 @@ final class Connection: @unchecked Sendable {
         state.startLingering(now: monotonicNanoseconds())
         _ = shutdown(fd, Int32(SHUT_WR))
         parser = HTTPRequestParser(limits: settings.limits)
-        updateReadInterest()
+        updateInterest()
     }
 
     // MARK: Logging

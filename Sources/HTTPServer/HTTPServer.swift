@@ -10,10 +10,11 @@ import Synchronization
 
 /// An HTTP/1.1 server on non-blocking sockets and Dispatch.
 ///
-/// One accept queue takes connections and spreads them over
-/// `ioQueueCount` serial queues; each connection lives on one of them (a
-/// read source, and a write source only while the socket is full). The
-/// handler is called on that queue and may answer from anywhere, later.
+/// One accept queue (a DispatchSource per listening socket) takes
+/// connections and spreads them over `ioQueueCount` serial queues; each
+/// connection lives on one of them, its socket in that queue's epoll set
+/// (watched by one DispatchSource, see IOLoop). The handler is called on
+/// that queue and may answer from anywhere, later.
 /// See bench/README.md for the numbers.
 public final class HTTPServer: Sendable {
     public let configuration: HTTPServerConfiguration
@@ -35,6 +36,7 @@ public final class HTTPServer: Sendable {
     /// SO_REUSEADDR, non-blocking) and starts accepting.
     public func start() throws(HTTPServerError) {
         try configuration.validate()
+        try checkLoops()
         try beginStarting()
         let fd: Int32
         do {
@@ -51,6 +53,7 @@ public final class HTTPServer: Sendable {
     /// `LISTEN_FDS`) instead of binding. The server owns and closes them.
     public func start(listeningSockets: [Int32]) throws(HTTPServerError) {
         try configuration.validate()
+        try checkLoops()
         guard !listeningSockets.isEmpty else { throw .noListeningSockets }
         for fd in listeningSockets { try Socket.adopt(fd) }
         try beginStarting()
@@ -113,6 +116,10 @@ public final class HTTPServer: Sendable {
     }
 
     // MARK: Internals
+
+    private func checkLoops() throws(HTTPServerError) {
+        if let code = loops.lazy.compactMap(\.setupError).first { throw .eventSetupFailed(errno: code) }
+    }
 
     private func beginStarting() throws(HTTPServerError) {
         try core.phase.withLock { phase throws(HTTPServerError) in

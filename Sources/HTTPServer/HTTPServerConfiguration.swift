@@ -83,6 +83,8 @@ public enum HTTPServerError: Error, Sendable, Equatable, CustomStringConvertible
     case listenFailed(host: String, port: Int, errno: Int32)
     case invalidListeningSocket(fd: Int32, reason: String)
     case noListeningSockets
+    /// An I/O queue could not create its epoll set (Linux only; or out of descriptors).
+    case eventSetupFailed(errno: Int32)
 
     public var description: String {
         switch self {
@@ -108,6 +110,8 @@ public enum HTTPServerError: Error, Sendable, Equatable, CustomStringConvertible
             return "file descriptor \(fd) is not a usable listening socket: \(reason)"
         case .noListeningSockets:
             return "no listening sockets were given (is LISTEN_FDS set by systemd?)"
+        case .eventSetupFailed(let code):
+            return "cannot create the I/O queues' epoll sets: \(Self.describe(code))"
         }
     }
 
