@@ -15,8 +15,18 @@ final class Watchdog: @unchecked Sendable {
     private let progress: @Sendable () -> (server: UInt64, writer: UInt64)
     private let logger: Logger
     private let timer: any DispatchSourceTimer
-    private struct Seen { var server: UInt64 = 0; var writer: UInt64 = 0; var stalledLogged = false }
+    /// The last value of each heartbeat and when it last moved.
+    private struct Seen {
+        var server: UInt64 = 0
+        var writer: UInt64 = 0
+        var serverMoved = ContinuousClock.now
+        var writerMoved = ContinuousClock.now
+        var stalledLogged = false
+    }
     private let seen = Mutex(Seen())
+    /// Both loops tick at least twice a second when idle, so a heartbeat
+    /// older than this means a loop is stuck, not merely quiet.
+    private var staleAfter: Duration { max(interval / 2, .milliseconds(1500)) }
 
     init?(notifier: SystemdNotifier, environment: [String: String], server: HTTPServer, writer: GroupCommitWriter, logger: Logger) {
         guard notifier.isActive, let interval = SystemdNotifier.watchdogInterval(environment: environment) else { return nil }
@@ -37,18 +47,23 @@ final class Watchdog: @unchecked Sendable {
 
     func stop() { timer.cancel() }
 
+    private enum Verdict { case healthy, newlyStalled(String), stillStalled }
+
     private func check() {
         let now = progress()
-        let healthy = seen.withLock { seen -> Bool in
-            let moved = now.server != seen.server && now.writer != seen.writer
-            seen.server = now.server
-            seen.writer = now.writer
-            if moved { seen.stalledLogged = false } else if !seen.stalledLogged {
-                seen.stalledLogged = true
-                logger.error("watchdog: \(now.server == seen.server ? "accept loop" : "store writer") made no progress; not pinging systemd")
-            }
-            return moved
+        let time = ContinuousClock.now
+        let verdict = seen.withLock { seen -> Verdict in
+            if now.server != seen.server { seen.server = now.server; seen.serverMoved = time }
+            if now.writer != seen.writer { seen.writer = now.writer; seen.writerMoved = time }
+            let stalled = time - seen.serverMoved > staleAfter ? "accept loop" : time - seen.writerMoved > staleAfter ? "store writer" : nil
+            defer { seen.stalledLogged = stalled != nil }
+            guard let stalled else { return .healthy }
+            return seen.stalledLogged ? .stillStalled : .newlyStalled(stalled)
         }
-        if healthy { notifier.notify("WATCHDOG=1") }
+        switch verdict {
+        case .healthy: notifier.notify("WATCHDOG=1")
+        case .newlyStalled(let part): logger.error("watchdog: the \(part) made no progress; not pinging systemd")
+        case .stillStalled: break
+        }
     }
 }
