@@ -11,13 +11,13 @@ final class ListenerFixture {
     private(set) var port = 0
     private(set) var adminPort = 0
 
-    init(extraConfiguration: String = "", environment: [String: String] = [:]) throws {
+    init(port: Int = 0, extraConfiguration: String = "", environment: [String: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsl-e2e-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         configPath = directory + "/config.json"
         let json = """
             {
-              "http": {"host": "127.0.0.1", "port": 0, "shutdownGracePeriod": 5},
+              "http": {"host": "127.0.0.1", "port": \(port), "shutdownGracePeriod": 5},
               "storage": {"path": "\(directory)/callbacks.sqlite"},
               "callbacks": {"username": "listener-user", "password": "listener-pass", "previousPassword": "old-pass"},
               "admin": {"port": 0}\(extraConfiguration)
