@@ -15,7 +15,7 @@ import Synchronization
 /// connection lives on one of them, its socket in that queue's epoll set
 /// (watched by one DispatchSource, see IOLoop). The handler is called on
 /// that queue and may answer from anywhere, later.
-/// See bench/README.md for the numbers.
+/// Figures: bench/RESULTS.md.
 public final class HTTPServer: Sendable {
     public let configuration: HTTPServerConfiguration
     private let core: ServerCore

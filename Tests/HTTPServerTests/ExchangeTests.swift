@@ -176,9 +176,11 @@ import Testing
     }
 
     @Test func answerAfterTheConnectionDiedIsDiscarded() throws {
+        let received = DispatchSemaphore(value: 0)
         let answered = DispatchSemaphore(value: 0)
         let handler = HTTPClosureHandler { request, _, responder in
             if request.head.target == "/late" {
+                received.signal()
                 DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(300)) {
                     responder.respond(HTTPResponse(status: .ok))
                     answered.signal()
@@ -191,6 +193,7 @@ import Testing
             do {
                 let client = try TestClient(port: port)
                 try client.send(request("GET", "/late"))
+                #expect(received.wait(timeout: .now() + 5) == .success)
                 client.reset()
             }
             #expect(answered.wait(timeout: .now() + 5) == .success)
