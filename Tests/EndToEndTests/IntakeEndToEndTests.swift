@@ -104,6 +104,20 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         #expect(database.range(of: Data("listener-pass".utf8)) == nil)
         #expect(wal.range(of: Data("listener-pass".utf8)) == nil)
         #expect(!listener.process.logLines.joined().contains("listener-pass"))
+
+        // The people-facing commands read the same rows.
+        let list = try runListenerCommand(["messages", "list", "--database", listener.databasePath, "--service", "CarrierService"])
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("076f7ea9-8230-49b1-9386-8dafaddc7d9e"))
+        #expect(!list.stdout.contains("5d1a7c3e"))  // DeviceUsage filtered out
+        #expect(!list.stdout.contains("\n\(ids[3]) "))  // the retry only with --include-duplicates
+        let withRepeats = try runListenerCommand(["messages", "list", "--database", listener.databasePath, "--include-duplicates", "--device-id", "22211315718"])
+        #expect(withRepeats.stdout.split(separator: "\n").count == 3)  // header, first delivery, retry
+        let stats = try runListenerCommand(["messages", "stats", "--database", listener.databasePath])
+        #expect(stats.stdout.contains("total 4, duplicates 1"))
+        #expect(stats.stdout.contains("Failed"))
+        let badSince = try runListenerCommand(["messages", "list", "--database", listener.databasePath, "--since", "yesterday"])
+        #expect(badSince.status == 2)
     }
 
     @Test func rejectionsHaveTheirStatusAndStoreNothing() throws {
@@ -152,6 +166,34 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         #expect(rows.count == 2000)
         #expect(Set(rows.compactMap { $0["requestId"] as? String }).count == 2000)
         #expect(rows.allSatisfy { $0["duplicateOf"] is NSNull })
+    }
+
+    @Test func sourceAllowListBelievesOnlyTrustedProxies() throws {
+        // The callbacks.* object of the fixture is replaced by one with an allow-list.
+        let listener = try ListenerFixture(extraConfiguration: "")
+        listener.process.signal(SIGTERM)
+        listener.process.waitForExit()
+        let json = try String(contentsOfFile: listener.configPath, encoding: .utf8).replacingOccurrences(
+            of: #""previousPassword": "old-pass"}"#,
+            with: #""previousPassword": "old-pass", "allowedSources": ["192.0.2.0/24"], "trustedProxies": ["127.0.0.1/32"]}"#)
+        try json.write(toFile: listener.configPath, atomically: true, encoding: .utf8)
+        try listener.start()
+
+        let direct = try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "direct"))
+        #expect(direct.status == 403)
+        let viaProxy = try TestClient(port: listener.port).post(
+            "/callbacks/CarrierService", body: callbackBody(requestID: "via-proxy"),
+            extraHeaders: ["X-Forwarded-For: 198.51.100.9, 192.0.2.44"])
+        #expect(viaProxy.status == 200)
+        // Only the rightmost untrusted hop counts: a client cannot smuggle an allowed address in front.
+        let spoofed = try TestClient(port: listener.port).post(
+            "/callbacks/CarrierService", body: callbackBody(requestID: "spoofed"),
+            extraHeaders: ["X-Forwarded-For: 192.0.2.44, 198.51.100.9"])
+        #expect(spoofed.status == 403)
+        let rows = try listener.export()
+        #expect(rows.map { $0["requestId"] as? String } == ["via-proxy"])
+        let shown = try runListenerCommand(["messages", "show", String(rows.first?["id"] as? Int ?? 0), "--database", listener.databasePath])
+        #expect(shown.stdout.contains("\"remoteAddress\" : \"192.0.2.44\""))
     }
 
     @Test func sigtermDrainsAndExitsZero() throws {
