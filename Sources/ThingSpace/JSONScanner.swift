@@ -72,10 +72,9 @@ struct JSONScanner {
         case UInt8(ascii: "["): try scanArray(canonical: &canonical)
         case UInt8(ascii: "\""):
             if canonical == nil {
-                _ = try scanString(decode: false)
+                _ = try scanStringToken()
             } else {
-                let text = try scanString()
-                Self.appendCanonicalString(text, to: &canonical!)
+                try appendCanonicalStringToken(to: &canonical!)
             }
         case UInt8(ascii: "t"): try scanLiteral("true", canonical: &canonical)
         case UInt8(ascii: "f"): try scanLiteral("false", canonical: &canonical)
@@ -92,14 +91,15 @@ struct JSONScanner {
     private mutating func scanObject(canonical: inout [UInt8]?) throws(Failure) {
         try enter()
         index += 1
-        var members: [(name: String, value: [UInt8])] = []
+        var members: [(name: [UInt8], value: [UInt8])] = []
         skipWhitespace()
         if peek() == UInt8(ascii: "}") {
             index += 1
         } else {
             while true {
                 skipWhitespace()
-                let name = try scanString()
+                var name: [UInt8] = []
+                if canonical != nil { try appendCanonicalStringToken(to: &name) } else { _ = try scanStringToken() }
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"), "':' after a member name")
                 skipWhitespace()
@@ -118,11 +118,12 @@ struct JSONScanner {
         }
         depth -= 1
         guard canonical != nil else { return }
-        members.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        // Sorted by canonical name: a function of the decoded name, so equal data sorts equally.
+        members.sort { $0.name.lexicographicallyPrecedes($1.name) }
         canonical!.append(UInt8(ascii: "{"))
         for (position, member) in members.enumerated() {
             if position > 0 { canonical!.append(UInt8(ascii: ",")) }
-            Self.appendCanonicalString(member.name, to: &canonical!)
+            canonical!.append(contentsOf: member.name)
             canonical!.append(UInt8(ascii: ":"))
             canonical!.append(contentsOf: member.value)
         }
@@ -184,10 +185,30 @@ struct JSONScanner {
         canonical?.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
     }
 
-    /// Reads a string token. With `decode` it returns the decoded text;
-    /// either way it validates escapes, control characters and UTF-8.
-    @discardableResult
-    mutating func scanString(decode: Bool = true) throws(Failure) -> String {
+    /// Reads a string token and returns its decoded text.
+    mutating func scanString() throws(Failure) -> String {
+        let (content, hasEscapes) = try scanStringToken()
+        let bytes = UnsafeBufferPointer(rebasing: self.bytes[content])
+        return hasEscapes ? Self.unescape(bytes) : String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends a string token in canonical form. Without escapes the content
+    /// is already canonical (it holds no quote, backslash or control byte).
+    private mutating func appendCanonicalStringToken(to output: inout [UInt8]) throws(Failure) {
+        let (content, hasEscapes) = try scanStringToken()
+        let bytes = UnsafeBufferPointer(rebasing: self.bytes[content])
+        if hasEscapes {
+            Self.appendCanonicalString(Self.unescape(bytes), to: &output)
+        } else {
+            output.append(UInt8(ascii: "\""))
+            output.append(contentsOf: bytes)
+            output.append(UInt8(ascii: "\""))
+        }
+    }
+
+    /// Moves past a string token, validating escapes, control characters and
+    /// UTF-8; returns the range of its content and whether it has escapes.
+    private mutating func scanStringToken() throws(Failure) -> (Range<Int>, hasEscapes: Bool) {
         guard peek() == UInt8(ascii: "\"") else { throw .syntax(offset: index, expected: "a string") }
         index += 1
         let contentStart = index
@@ -219,11 +240,9 @@ struct JSONScanner {
             }
             if byte < 0x80 { index += 1 } else { try skipUTF8Sequence() }
         }
-        let contentEnd = index
+        let content = contentStart..<index
         index += 1
-        guard decode else { return "" }
-        let content = UnsafeBufferPointer(rebasing: bytes[contentStart..<contentEnd])
-        return hasEscapes ? Self.unescape(content) : String(decoding: content, as: UTF8.self)
+        return (content, hasEscapes)
     }
 
     // MARK: Helpers
@@ -326,6 +345,11 @@ struct JSONScanner {
 
     static func appendCanonicalString(_ text: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            output.append(contentsOf: text.utf8)
+            output.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])

@@ -122,6 +122,24 @@ final class TemporaryDirectory {
 }
 
 @Suite struct SHA256Tests {
+    /// Every length around the block boundaries, against coreutils' sha256sum.
+    @Test func matchesSha256sumAcrossBlockBoundaries() throws {
+        for length in [55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 300] {
+            let message = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+            let input = Pipe(), output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+            input.fileHandleForWriting.write(Data(message))
+            try input.fileHandleForWriting.close()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(SHA256.hexDigest(message) == String(text.prefix(64)), "length \(length)")
+        }
+    }
+
     @Test func knownVectors() {
         #expect(SHA256.hexDigest([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(SHA256.hexDigest(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

@@ -134,11 +134,22 @@ public final class CallbackHandler: HTTPRequestHandler {
         return String(name)
     }
 
-    /// `application/json`, any letter case, with optional parameters such as charset.
+    /// `application/json`, any letter case, with optional parameters such as
+    /// charset. Byte comparison: this runs for every request.
     static func isJSONMediaType(_ value: String?) -> Bool {
         guard let value else { return false }
-        let type = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-        return type.caseInsensitiveCompare("application/json") == .orderedSame
+        let expected = "application/json".utf8
+        var bytes = value.utf8.makeIterator()
+        for wanted in expected {
+            guard let byte = bytes.next() else { return false }
+            if (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) != wanted { return false }
+        }
+        // Only optional whitespace, then parameters, may follow the type.
+        while let byte = bytes.next() {
+            if byte == UInt8(ascii: ";") { return true }
+            if byte != UInt8(ascii: " ") && byte != UInt8(ascii: "\t") { return false }
+        }
+        return true
     }
 
     static func nowMilliseconds() -> Int64 {
