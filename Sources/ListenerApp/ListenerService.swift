@@ -49,6 +49,8 @@ public final class ListenerService: Sendable {
 
     public func run() async throws(ListenerError) {
         for ignored in [SIGPIPE, SIGXFSZ] { signal(ignored, SIG_IGN) }  // EPIPE and EFBIG come back as errors instead
+        // Caught from here on: systemd may send SIGHUP or SIGTERM as soon as it reads READY=1.
+        let signals = ServiceSignals()
         let metrics = ListenerMetrics(services: configuration.callbacks.services)
 
         // 1. The store: nothing is acknowledged without it.
@@ -129,7 +131,7 @@ public final class ListenerService: Sendable {
         registrar?.start()
 
         // 5. Serve until told to stop; reload on SIGHUP.
-        let signal = await waitForStopSignal(onReload: { [self] in
+        let signal = await signals.waitForStop(onReload: { [self] in
             await self.reloadLiveSettings(handler: handler)
         })
         logger.info("stopping", metadata: ["signal": "\(signal)"])
@@ -197,33 +199,6 @@ public final class ListenerService: Sendable {
         return timer
     }
 
-    /// Waits for SIGTERM or SIGINT (returned), running `onReload` for each SIGHUP meanwhile.
-    private func waitForStopSignal(onReload: @escaping @Sendable () async -> Void) async -> String {
-        let queue = DispatchQueue(label: "thingspace-listener.signals")
-        return await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-            let resumed = Mutex(false)
-            var sources: [any DispatchSourceSignal] = []
-            for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler {
-                    if number == SIGHUP {
-                        Task { await onReload() }
-                        return
-                    }
-                    let first = resumed.withLock { done in
-                        defer { done = true }
-                        return !done
-                    }
-                    if first { continuation.resume(returning: name) }
-                }
-                source.resume()
-                sources.append(source)
-            }
-            SignalSources.keep(sources)
-        }
-    }
-
     static func monotonicMicroseconds() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
@@ -231,7 +206,66 @@ public final class ListenerService: Sendable {
     }
 }
 
-/// Signal sources must outlive the wait that installs them.
+/// SIGTERM, SIGINT and SIGHUP, caught from the start of `run`. A signal that
+/// arrives before serving begins is kept: a stop ends the service as soon as it
+/// serves, a reload runs then. Without this, a SIGHUP right after READY=1
+/// (`systemctl reload`) would kill the process with the default action.
+private final class ServiceSignals: Sendable {
+    private struct State {
+        var stop: String?
+        var waiter: CheckedContinuation<String, Never>?
+        var onReload: (@Sendable () async -> Void)?
+        var reloadPending = false
+    }
+    private let state = Mutex(State())
+
+    init() {
+        let queue = DispatchQueue(label: "thingspace-listener.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { [self] in received(number, name: name) }
+            source.resume()
+            sources.append(source)
+        }
+        SignalSources.keep(sources)
+    }
+
+    private func received(_ number: Int32, name: String) {
+        if number == SIGHUP {
+            let onReload = state.withLock { state in
+                if state.onReload == nil { state.reloadPending = true }
+                return state.onReload
+            }
+            if let onReload { Task { await onReload() } }
+            return
+        }
+        let waiter = state.withLock { state -> CheckedContinuation<String, Never>? in
+            guard state.stop == nil else { return nil }
+            state.stop = name
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: name)
+    }
+
+    /// Waits for SIGTERM or SIGINT (returned), running `onReload` for each SIGHUP meanwhile.
+    func waitForStop(onReload: @escaping @Sendable () async -> Void) async -> String {
+        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
+            let (stop, reload) = state.withLock { state -> (String?, Bool) in
+                state.onReload = onReload
+                defer { state.reloadPending = false }
+                if state.stop == nil { state.waiter = continuation }
+                return (state.stop, state.reloadPending)
+            }
+            if reload { Task { await onReload() } }
+            if let stop { continuation.resume(returning: stop) }
+        }
+    }
+}
+
+/// Signal sources must outlive the service that installs them.
 private enum SignalSources {
     nonisolated(unsafe) static var retained: [any DispatchSourceSignal] = []
     static func keep(_ sources: [any DispatchSourceSignal]) { retained = sources }
