@@ -210,7 +210,7 @@ public final class ListenerService: Sendable {
 /// arrives before serving begins is kept: a stop ends the service as soon as it
 /// serves, a reload runs then. Without this, a SIGHUP right after READY=1
 /// (`systemctl reload`) would kill the process with the default action.
-private final class ServiceSignals: Sendable {
+public final class ServiceSignals: Sendable {
     private struct State {
         var stop: String?
         var waiter: CheckedContinuation<String, Never>?
@@ -219,7 +219,7 @@ private final class ServiceSignals: Sendable {
     }
     private let state = Mutex(State())
 
-    init() {
+    public init() {
         let queue = DispatchQueue(label: "thingspace-listener.signals")
         var sources: [any DispatchSourceSignal] = []
         for (number, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")] {
@@ -231,6 +231,7 @@ private final class ServiceSignals: Sendable {
         }
         SignalSources.keep(sources)
     }
+
 
     private func received(_ number: Int32, name: String) {
         if number == SIGHUP {
@@ -251,7 +252,7 @@ private final class ServiceSignals: Sendable {
     }
 
     /// Waits for SIGTERM or SIGINT (returned), running `onReload` for each SIGHUP meanwhile.
-    func waitForStop(onReload: @escaping @Sendable () async -> Void) async -> String {
+    public func waitForStop(onReload: @escaping @Sendable () async -> Void = {}) async -> String {
         await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
             let (stop, reload) = state.withLock { state -> (String?, Bool) in
                 state.onReload = onReload
@@ -268,5 +269,5 @@ private final class ServiceSignals: Sendable {
 /// Signal sources must outlive the service that installs them.
 private enum SignalSources {
     nonisolated(unsafe) static var retained: [any DispatchSourceSignal] = []
-    static func keep(_ sources: [any DispatchSourceSignal]) { retained = sources }
+    static func keep(_ sources: [any DispatchSourceSignal]) { retained += sources }
 }

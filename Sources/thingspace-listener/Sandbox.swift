@@ -30,6 +30,7 @@ struct Sandbox: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let signals = ServiceSignals()
         bootstrapLogging(ListenerConfiguration.Logging())
         var settings = SandboxConfiguration()
         settings.port = port
@@ -43,33 +44,7 @@ struct Sandbox: AsyncParsableCommand {
             throw ExitCode(1)
         }
         print("ThingSpace sandbox at \(sandbox.baseURL) (account \(sandbox.accountName)); Ctrl-C stops it.")
-        await waitForTermination()
+        _ = await signals.waitForStop()
         sandbox.stop()
     }
-}
-
-/// Returns on SIGINT or SIGTERM.
-func waitForTermination() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let queue = DispatchQueue(label: "sandbox.signals")
-        let once = OnceFlag()
-        for number in [SIGINT, SIGTERM] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { if once.claim() { continuation.resume() } }
-            source.resume()
-            SignalSourceKeeper.keep(source)
-        }
-    }
-}
-
-final class OnceFlag: @unchecked Sendable {
-    private var claimed = false
-    private let lock = NSLock()
-    func claim() -> Bool { lock.withLock { defer { claimed = true }; return !claimed } }
-}
-
-enum SignalSourceKeeper {
-    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
-    static func keep(_ source: any DispatchSourceSignal) { sources.append(source) }
 }

@@ -226,4 +226,20 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
             expectNoSecret(in: [output.stderr], secrets: ["sandbox-client-secret", "sandbox-password"])
         }
     }
+
+    @Test func theSandboxCommandServesTheCallbacksAPI() throws {
+        let port = try freeLoopbackPort()
+        let sandbox = try ListenerProcess(arguments: ["sandbox", "--port", String(port)])
+        try sandbox.waitForLog("ThingSpace sandbox listening")
+        let directory = try TemporaryDirectory()
+        let config = try writeConfiguration(directory.path, baseURL: "http://127.0.0.1:\(port)/api")
+        let registered = try runListenerCommand([
+            "callbacks", "register", "--config", config, "--service", "DeviceUsage", "--url", "https://listener.example.com/callbacks/DeviceUsage",
+        ])
+        #expect(registered.status == 0, "\(registered.stderr)")
+        let listed = try runListenerCommand(["callbacks", "list", "--config", config, "--table"])
+        #expect(listed.stdout.contains("DeviceUsage  https://listener.example.com/callbacks/DeviceUsage"))
+        sandbox.signal(SIGINT)
+        #expect(sandbox.waitForExit() == 0)
+    }
 }
