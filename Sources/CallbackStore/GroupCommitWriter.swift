@@ -136,7 +136,9 @@ final class WriterMailbox: @unchecked Sendable {
         return queue.pending.count
     }
 
-    /// On the writer thread: blocks until there is work; nil when the writer must stop.
+    /// On the writer thread: blocks until there is work; nil when the writer
+    /// must stop. While the store is failing, an idle tick returns an empty
+    /// batch: a cue to probe the store, so recovery shows without traffic.
     func nextBatch() -> [WriterQueue.Submission]? {
         condition.lock()
         defer { condition.unlock() }
@@ -148,7 +150,9 @@ final class WriterMailbox: @unchecked Sendable {
             switch queue.next() {
             case .commit(let batch): return batch
             case .stop: return nil
-            case .wait: _ = condition.wait(until: Date(timeIntervalSinceNow: GroupCommitWriter.idleTick))
+            case .wait:
+                let woken = condition.wait(until: Date(timeIntervalSinceNow: GroupCommitWriter.idleTick))
+                if !woken && isFailing.load(ordering: .relaxed) { return [] }
             }
         }
     }
@@ -201,7 +205,7 @@ private struct WriterLoop {
 
     mutating func run() {
         while let batch = mailbox.nextBatch() {
-            commit(batch)
+            if batch.isEmpty { probe() } else { commit(batch) }
         }
         store.close()
         mailbox.markStopped()
@@ -230,6 +234,13 @@ private struct WriterLoop {
             recordFailure(error, batchSize: batch.count, now: clock.now)
             observer?(.failed(batchSize: batch.count, duration: duration, error: error))
         }
+    }
+
+    /// Ends a failure episode as soon as a write succeeds again; a probe that
+    /// fails changes nothing (the episode was logged when it began).
+    private mutating func probe() {
+        guard episode != nil, (try? store.probeWrite()) != nil else { return }
+        endEpisode(now: ContinuousClock().now)
     }
 
     private mutating func recordFailure(_ error: CallbackStoreError, batchSize: Int, now: ContinuousClock.Instant) {

@@ -131,6 +131,18 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
 
     /// Whether this connection can take the write lock of a writable file (for readiness checks).
     /// Does not write, so it cannot tell a full disk; `GroupCommitWriter.isFailing` does.
+    /// Writes one page through a real commit (the schema version, rewritten
+    /// unchanged): after a failure, proves the disk takes writes again even
+    /// when no callback arrives to prove it.
+    func probeWrite() throws(CallbackStoreError) {
+        try reopenIfMoved()
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.immediate) { () throws(CallbackStoreError) in
+                try connection.execute("PRAGMA user_version = \(Schema.version)")
+            }
+        }
+    }
+
     public func checkWritable() -> Bool {
         guard !isReadOnly, let connection = try? openConnection(), !connection.isReadOnlyFile else {
             return false

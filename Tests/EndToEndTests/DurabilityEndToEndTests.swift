@@ -63,7 +63,13 @@ import Testing
         }
         #expect(listener.process.logLines.filter { $0.contains("store") && ($0.contains("ERROR") || $0.contains("error")) }.count >= 1)
 
+        #expect(try TestClient(port: listener.adminPort).get("/readyz").status == 503)
         #expect(try setFileSizeLimit(pid: listener.process.pid, "unlimited"))
+        // With no callback arriving, the writer's idle probe shows the recovery.
+        try waitUntil("/readyz to recover without traffic", timeout: .seconds(10)) {
+            (try? TestClient(port: listener.adminPort).get("/readyz").status) == 200
+        }
+        #expect(listener.process.logLines.contains { $0.contains("Storing callbacks recovered") })
         var recovered = false
         for attempt in 0..<50 where !recovered {
             let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "after-\(attempt)"))
