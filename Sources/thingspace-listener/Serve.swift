@@ -68,7 +68,9 @@ func loadConfiguration(_ path: String?) async throws -> ListenerConfiguration {
 }
 
 func bootstrapLogging(_ settings: ListenerConfiguration.Logging) {
+    // The level lives in one switch, so SIGHUP changes it for every logger at once.
+    LogLevelSwitch.shared.level = settings.level
     LoggingSystem.bootstrap { label in
-        ListenerLogHandler(label: label, level: settings.level, format: settings.format)
+        ListenerLogHandler(label: label, format: settings.format)
     }
 }

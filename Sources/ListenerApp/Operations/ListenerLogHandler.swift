@@ -18,12 +18,11 @@ public struct ListenerLogHandler: LogHandler {
     private let output: LogOutput
 
     public init(
-        label: String, level: Logger.Level, format: ListenerConfiguration.LogFormat,
+        label: String, format: ListenerConfiguration.LogFormat,
         journald: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil,
         output: LogOutput = .standardError
     ) {
         self.label = label
-        LogLevelSwitch.shared.level = level
         self.format = format
         self.journald = journald
         self.output = output
