@@ -92,6 +92,12 @@ public final class ListenerService: Sendable {
             ]
         )
 
+        if configuration.callbacks.username == nil && configuration.callbacks.allowedSources.isEmpty {
+            logger.warning(
+                "callbacks.username/password and callbacks.allowedSources are not set: anyone who can reach the port can store callbacks"
+            )
+        }
+
         // 3. Registration with ThingSpace, in the background.
         let registrar = Registrar.make(configuration: configuration, metrics: metrics, logger: logger, boundPort: server.localPort)
 
@@ -132,7 +138,7 @@ public final class ListenerService: Sendable {
 
         // 5. Serve until told to stop; reload on SIGHUP.
         let signal = await signals.waitForStop(onReload: { [self] in
-            await self.reloadLiveSettings(handler: handler)
+            await self.reloadLiveSettings(handler: handler, registrar: registrar)
         })
         logger.info("stopping", metadata: ["signal": "\(signal)"])
         notifier.notify("STOPPING=1\nSTATUS=Stopping: deregistering, then draining")
@@ -156,9 +162,12 @@ public final class ListenerService: Sendable {
         logger.info("stopped")
     }
 
-    /// SIGHUP: callback credentials, the allow-list, trusted proxies and the
-    /// log level change live; anything else needs a restart and is named.
-    private func reloadLiveSettings(handler: CallbackHandler) async {
+    /// SIGHUP: callback credentials, the allow-list, trusted proxies, the log
+    /// level and `thingspace.deregisterOnShutdown` change live; anything else
+    /// needs a restart and is named. While registered with ThingSpace, new
+    /// callback credentials wait for a restart too: ThingSpace sends what was
+    /// registered, and refusing it would lose its callbacks.
+    private func reloadLiveSettings(handler: CallbackHandler, registrar: Registrar?) async {
         notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())")
         defer { notifier.notify("READY=1") }
         let fresh: ListenerConfiguration
@@ -168,22 +177,37 @@ public final class ListenerService: Sendable {
             logger.error("reload refused, keeping the running configuration: \(error)")
             return
         }
-        handler.update(policy: IntakePolicy(fresh.callbacks))
-        LogLevelSwitch.shared.level = fresh.logging.level
+        let old = configuration
+        var policy = IntakePolicy(fresh.callbacks)
+        policy.services = old.callbacks.services  // what is registered and counted
         var needRestart: [String] = []
-        if fresh.http.host != configuration.http.host || fresh.http.port != configuration.http.port { needRestart.append("http.host/http.port") }
-        if fresh.http.pathPrefix != configuration.http.pathPrefix { needRestart.append("http.pathPrefix") }
-        if fresh.storage.path != configuration.storage.path { needRestart.append("storage.path") }
-        if fresh.callbacks.services != configuration.callbacks.services { needRestart.append("callbacks.services (accepted set updated; registration unchanged)") }
-        if fresh.thingspace.baseURL != configuration.thingspace.baseURL || fresh.thingspace.accountName != configuration.thingspace.accountName
-            || fresh.thingspace.callbackBaseURL != configuration.thingspace.callbackBaseURL
-        {
-            needRestart.append("thingspace.*")
+        if registrar != nil && (fresh.callbacks.username != old.callbacks.username || fresh.callbacks.password != old.callbacks.password) {
+            policy.username = old.callbacks.username
+            policy.password = old.callbacks.password
+            needRestart.append("callbacks.username/password (registered with ThingSpace; keep the old one as callbacks.previousPassword)")
         }
-        if fresh.admin.port != configuration.admin.port || fresh.admin.host != configuration.admin.host { needRestart.append("admin.*") }
+        handler.update(policy: policy)
+        LogLevelSwitch.shared.level = fresh.logging.level
+        registrar?.setDeregisterOnShutdown(fresh.thingspace.deregisterOnShutdown)
+
+        let t = (old: old.thingspace, new: fresh.thingspace)
+        let changed: [(String, Bool)] = [
+            ("http.host/port", fresh.http.host != old.http.host || fresh.http.port != old.http.port),
+            ("http.pathPrefix", fresh.http.pathPrefix != old.http.pathPrefix),
+            ("http limits and timeouts", "\(fresh.http)" != "\(old.http)"),
+            ("storage.*", "\(fresh.storage)" != "\(old.storage)"),
+            ("callbacks.services", fresh.callbacks.services != old.callbacks.services),
+            ("thingspace.* (other than deregisterOnShutdown)",
+             t.new.baseURL != t.old.baseURL || t.new.accountName != t.old.accountName || t.new.clientID != t.old.clientID
+                || t.new.clientSecret != t.old.clientSecret || t.new.username != t.old.username || t.new.password != t.old.password
+                || t.new.callbackBaseURL != t.old.callbackBaseURL || t.new.register != t.old.register || t.new.sandbox != t.old.sandbox),
+            ("logging.format", fresh.logging.format != old.logging.format),
+            ("admin.*", fresh.admin.enabled != old.admin.enabled || fresh.admin.host != old.admin.host || fresh.admin.port != old.admin.port),
+        ]
+        needRestart += changed.filter(\.1).map(\.0)
         logger.notice(
-            "configuration reloaded: callback credentials, allowed sources, trusted proxies and log level are live",
-            metadata: needRestart.isEmpty ? [:] : ["restart_needed_for": "\(needRestart.joined(separator: ", "))"]
+            "configuration reloaded: callback credentials, allowed sources, trusted proxies, log level and deregisterOnShutdown are live",
+            metadata: needRestart.isEmpty ? [:] : ["restart_needed_for": "\(needRestart.joined(separator: "; "))"]
         )
     }
 
@@ -235,7 +259,8 @@ public final class ServiceSignals: Sendable {
 
     private func received(_ number: Int32, name: String) {
         if number == SIGHUP {
-            let onReload = state.withLock { state in
+            let onReload = state.withLock { state -> (@Sendable () async -> Void)? in
+                guard state.stop == nil else { return nil }  // stopping: READY=1 must not follow STOPPING=1
                 if state.onReload == nil { state.reloadPending = true }
                 return state.onReload
             }

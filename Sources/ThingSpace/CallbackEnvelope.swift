@@ -46,9 +46,11 @@ public struct CallbackEnvelope: Sendable {
     /// Where the top-level `password` value lies in the body.
     public var passwordRange: Range<Int>?
     /// What identifies the callback across deliveries, in canonical JSON:
-    /// requestId, device ids (kind case-folded, sorted), status and every
-    /// `…Response` object. callbackCount, maxCallbackThreshold, username and
-    /// password are left out: they change between deliveries of one callback.
+    /// every top-level member (requestId, status, the `…Response` object and
+    /// any other) with device ids compared as a set, kind case-folded.
+    /// callbackCount, maxCallbackThreshold, username and password are left
+    /// out: they change between deliveries of one callback. Including the
+    /// rest means two different callbacks are never taken for one.
     public var identity: [UInt8] = []
 
     public init(body: [UInt8]) throws(CallbackEnvelopeError) {
@@ -74,10 +76,9 @@ public struct CallbackEnvelope: Sendable {
                     case "deviceIds":
                         envelope.deviceIDs = Self.deviceIDs(buffer, range)
                         identityMembers.append((name, Self.canonicalDeviceIDs(envelope.deviceIDs, buffer, range)))
+                    case "maxCallbackThreshold": break
                     default:
-                        if name.hasSuffix("Response") {
-                            identityMembers.append((name, try Self.canonical(buffer, range)))
-                        }
+                        identityMembers.append((name, try Self.canonical(buffer, range)))
                     }
                 }
             } catch {

@@ -30,6 +30,7 @@ struct JSONScanner {
             if index < bytes.count { throw .notAnObject }
             throw .syntax(offset: index, expected: "a JSON object")
         }
+        try enter()  // the top-level object counts toward the nesting limit
         index += 1
         var seen = Set<String>()
         skipWhitespace()

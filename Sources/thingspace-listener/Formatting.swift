@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// UTC milliseconds → `2026-11-22T03:50:18.123Z` (ISO 8601) or a shorter form for tables.
@@ -34,21 +35,27 @@ func renderTable(header: [String], rows: [[String]]) -> String {
 }
 
 /// Writes to stdout through a 64 KiB buffer: export streams millions of lines.
+/// A failed write (disk full, closed pipe) throws, so the command exits non-zero
+/// instead of leaving a silently truncated export.
 final class BufferedOutput {
     private var buffer: [UInt8] = []
     init() { buffer.reserveCapacity(65_536) }
-    func write(_ bytes: [UInt8]) {
+    func write(_ bytes: [UInt8]) throws {
         buffer += bytes
-        if buffer.count >= 65_536 { flush() }
+        if buffer.count >= 65_536 { try flush() }
     }
-    func flush() {
-        buffer.withUnsafeBytes { raw in
+    func flush() throws {
+        defer { buffer.removeAll(keepingCapacity: true) }
+        try buffer.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let written = Foundation.write(1, raw.baseAddress! + offset, raw.count - offset)
-                if written > 0 { offset += written } else if errno != EINTR { return }
+                if written > 0 {
+                    offset += written
+                } else if errno != EINTR {
+                    throw ValidationError("writing the export failed: \(String(cString: strerror(errno)))")
+                }
             }
         }
-        buffer.removeAll(keepingCapacity: true)
     }
 }

@@ -82,10 +82,16 @@ extension Messages {
             guard let row = try store.callback(id: id) else {
                 throw ValidationError("no callback with id \(id)")
             }
-            let line = exportLine(row, includeRemote: true)
-            let object = try JSONSerialization.jsonObject(with: Data(line))
-            let pretty = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            print(String(decoding: pretty, as: UTF8.self))
+            // Metadata one field a line; the body exactly as stored (JSON tools
+            // would rewrite its numbers and layout).
+            var metadata = exportLine(row, includeRemote: true, includeBody: false)
+            metadata.removeFirst()  // "{"
+            metadata.removeLast()  // "}"
+            let fields = splitTopLevel(metadata)
+            var text = "{\n"
+            for field in fields { text += "  " + String(decoding: field, as: UTF8.self) + ",\n" }
+            text += "  \"body\": " + String(decoding: row.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) + "\n}"
+            print(text)
         }
     }
 
@@ -105,9 +111,9 @@ extension Messages {
             try store.export(includeDuplicates: includeDuplicates) { row in
                 var line = exportLine(row, includeRemote: false)
                 line.append(0x0A)
-                output.write(line)
+                try output.write(line)
             }
-            output.flush()
+            try output.flush()
         }
     }
 
@@ -128,7 +134,7 @@ extension Messages {
 }
 
 /// One callback as a JSON object; `body` is the stored JSON, byte for byte.
-func exportLine(_ row: StoredCallback, includeRemote: Bool) -> [UInt8] {
+func exportLine(_ row: StoredCallback, includeRemote: Bool, includeBody: Bool = true) -> [UInt8] {
     var out: [UInt8] = []
     out.reserveCapacity(row.body.count + 256)
     func key(_ name: String) {
@@ -159,7 +165,31 @@ func exportLine(_ row: StoredCallback, includeRemote: Bool) -> [UInt8] {
     }
     // A JSON line must be one line: raw CR/LF can only be insignificant
     // whitespace in valid JSON (inside strings they are escaped), so a space keeps the meaning.
-    key("body"); out += row.body.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 }
+    if includeBody { key("body"); out += row.body.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 } }
     out.append(UInt8(ascii: "}"))
     return out
+}
+
+/// Splits `"a":1,"b":[2,3]` at its top-level commas (metadata only: strings
+/// there are escaped, so a comma inside quotes is the only trap).
+func splitTopLevel(_ bytes: [UInt8]) -> [ArraySlice<UInt8>] {
+    var parts: [ArraySlice<UInt8>] = []
+    var depth = 0, inString = false, escaped = false, start = 0
+    for (index, byte) in bytes.enumerated() {
+        if inString {
+            if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+            continue
+        }
+        switch byte {
+        case UInt8(ascii: "\""): inString = true
+        case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
+        case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+        case UInt8(ascii: ",") where depth == 0:
+            parts.append(bytes[start..<index])
+            start = index + 1
+        default: break
+        }
+    }
+    if start < bytes.count { parts.append(bytes[start...]) }
+    return parts
 }

@@ -181,6 +181,8 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
 
         let direct = try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "direct"))
         #expect(direct.status == 403)
+        // A source that may not post learns nothing about paths either.
+        #expect(try TestClient(port: listener.port).post("/callbacks/NoSuchService", body: callbackBody(requestID: "probe")).status == 403)
         let viaProxy = try TestClient(port: listener.port).post(
             "/callbacks/CarrierService", body: callbackBody(requestID: "via-proxy"),
             extraHeaders: ["X-Forwarded-For: 198.51.100.9, 192.0.2.44"])
@@ -193,7 +195,7 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         let rows = try listener.export()
         #expect(rows.map { $0["requestId"] as? String } == ["via-proxy"])
         let shown = try runListenerCommand(["messages", "show", String(rows.first?["id"] as? Int ?? 0), "--database", listener.databasePath])
-        #expect(shown.stdout.contains("\"remoteAddress\" : \"192.0.2.44\""))
+        #expect(shown.stdout.contains("\"remoteAddress\":\"192.0.2.44\""))
     }
 
     @Test func sigtermDrainsAndExitsZero() throws {

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Synchronization
 import Testing
 @testable import ListenerApp
 
@@ -147,5 +149,19 @@ final class TemporaryDirectory {
             SHA256.hexDigest(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8))
                 == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         )
+    }
+}
+
+@Suite struct LogHandlerTests {
+    @Test func textLinesCannotBeForgedWithControlCharacters() {
+        let captured = Mutex<[UInt8]>([])
+        let handler = ListenerLogHandler(label: "test", format: .text, journald: true, output: LogOutput { line in captured.withLock { $0 += line } })
+        var logger = Logger(label: "test") { _ in handler }
+        logger.logLevel = .info
+        logger.notice("callback rejected", metadata: ["detail": "member \"a\n<3>ERROR forged\" twice"])
+        let text = captured.withLock { String(decoding: $0, as: UTF8.self) }
+        #expect(text.hasPrefix("<5>NOTICE callback rejected"))
+        #expect(text.split(separator: "\n").count == 1)
+        #expect(text.contains("a\\n<3>ERROR forged"))
     }
 }

@@ -50,6 +50,9 @@ func fixture(_ name: String) throws -> [UInt8] {
         let ec = try CallbackEnvelope(body: Array(c.utf8))
         #expect(ea.identity == eb.identity)
         #expect(ea.identity != ec.identity)
+        // Any other top-level member tells two callbacks apart.
+        let withComment = a.replacingOccurrences(of: #""status":"Success""#, with: #""status":"Success","comment":"second""#)
+        #expect(try CallbackEnvelope(body: Array(withComment.utf8)).identity != ea.identity)
     }
 
     @Test func redactionReplacesOnlyThePasswordValue() throws {

@@ -84,15 +84,16 @@ public final class CallbackHandler: HTTPRequestHandler {
 
     func admit(_ request: HTTPRequest, context: HTTPRequestContext, policy: IntakePolicy) -> Admission {
         let head = request.head
+        // The source first: an address that may not post learns nothing, not even which paths exist.
+        let client = policy.clientAddress(peer: context.remoteAddress, forwardedFor: head.headers.values(for: "X-Forwarded-For"))
+        guard policy.isSourceAllowed(client) else {
+            return .reject(.sourceNotAllowed, .forbidden, "source address not allowed")
+        }
         guard let service = serviceName(in: head.path), policy.services.contains(service) else {
             return .reject(.unknownService, .notFound, "no such callback service")
         }
         guard head.method == "POST" else {
             return .reject(.methodNotAllowed, .methodNotAllowed, "use POST", headers: ["Allow": "POST"], service: service)
-        }
-        let client = policy.clientAddress(peer: context.remoteAddress, forwardedFor: head.headers.values(for: "X-Forwarded-For"))
-        guard policy.isSourceAllowed(client) else {
-            return .reject(.sourceNotAllowed, .forbidden, "source address not allowed", service: service)
         }
         guard Self.isJSONMediaType(head.headers["Content-Type"]) else {
             return .reject(.unsupportedMediaType, .unsupportedMediaType, "Content-Type must be application/json", service: service)

@@ -42,8 +42,12 @@ public struct ListenerLogHandler: LogHandler {
             if journald { line += Array("<\(Self.syslogPriority(event.level))>".utf8) } else {
                 line += Array("\(Self.timestamp()) ".utf8)
             }
-            line += Array("\(event.level.rawValue.uppercased()) \(event.message)".utf8)
-            for key in merged.keys.sorted() { line += Array(" \(key)=\(merged[key]!)".utf8) }
+            line += Array("\(event.level.rawValue.uppercased()) ".utf8)
+            Self.appendEscaped("\(event.message)", to: &line)
+            for key in merged.keys.sorted() {
+                line += Array(" \(key)=".utf8)
+                Self.appendEscaped("\(merged[key]!)", to: &line)
+            }
         case .json:
             line += Array("{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level.rawValue)\",\"logger\":".utf8)
             JSONEncoding.appendString(label, to: &line)
@@ -59,6 +63,20 @@ public struct ListenerLogHandler: LogHandler {
         }
         line.append(0x0A)
         output.write(line)
+    }
+
+    /// Control characters (a request can put them in a member name that ends up in
+    /// a message) are written as \n, \r or \u{XX}, so nobody can forge a log line
+    /// or a journald priority prefix.
+    static func appendEscaped(_ text: String, to line: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case 0x0A: line += Array("\\n".utf8)
+            case 0x0D: line += Array("\\r".utf8)
+            case 0..<0x20, 0x7F: line += Array(String(format: "\\u{%02X}", byte).utf8)
+            default: line.append(byte)
+            }
+        }
     }
 
     static func syslogPriority(_ level: Logger.Level) -> Int {

@@ -18,7 +18,8 @@ final class Registrar: Sendable {
     private let targets: [(service: String, request: RegisterCallbackRequest)]
     private let client: ConnectivityCallbacksClient
     private let shutdownClient: ConnectivityCallbacksClient
-    private let deregisterOnShutdown: Bool
+    /// Live: a reload may change it before a rolling restart.
+    private let deregisterOnShutdown: Atomic<Bool>
     private let metrics: ListenerMetrics
     private let logger: Logger
     private let sandbox: SandboxHost?
@@ -98,12 +99,14 @@ final class Registrar: Sendable {
         self.targets = targets
         self.client = client
         self.shutdownClient = shutdownClient
-        self.deregisterOnShutdown = deregisterOnShutdown
+        self.deregisterOnShutdown = Atomic(deregisterOnShutdown)
         self.metrics = metrics
         self.logger = logger
         self.sandbox = sandbox
         state.withLock { state in for target in targets { state.services[target.service] = .pending } }
     }
+
+    func setDeregisterOnShutdown(_ value: Bool) { deregisterOnShutdown.store(value, ordering: .relaxed) }
 
     var isRegistered: Bool { state.withLock { $0.services.values.allSatisfy { $0 == .registered } } }
 
@@ -166,13 +169,19 @@ final class Registrar: Sendable {
     private func ensureRegistered(_ service: String, _ request: RegisterCallbackRequest) throws(ThingSpaceError) {
         let existing = try client.list(accountName: accountName).filter { $0.serviceName == service }
         if existing.contains(where: { Self.matches($0, request) }) {
-            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "url": "\(request.url)"])
+            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "url": "\(redactingUserInfo(request.url))"])
             return
         }
+        // Shutdown started while listing: register nothing that would then outlive us.
+        guard !isStopping else { throw .network("stopping") }
         if !existing.isEmpty {
-            logger.info("replacing another registration", metadata: ["callback.service": "\(service)", "previous_url": "\(existing.first?.url ?? "")"])
+            logger.info(
+                "replacing another registration",
+                metadata: ["callback.service": "\(service)", "previous_url": "\(redactingUserInfo(existing.first?.url ?? ""))"]
+            )
             _ = try client.deregister(accountName: accountName, serviceName: service)
         }
+        guard !isStopping else { throw .network("stopping") }
         _ = try client.register(accountName: accountName, request: request)  // the client logs it
     }
 
@@ -183,28 +192,24 @@ final class Registrar: Sendable {
     }
 
     /// Stops registering and, when configured, deregisters what this process
-    /// holds: about 10 s a call, 30 s in all, then gives up so shutdown goes on.
+    /// holds: about 10 s a call and 30 s in all (waiting for a call in flight
+    /// included), then gives up so that shutdown goes on.
     func stop() async {
+        let deadline = DispatchTime.now() + 30
         state.withLock { $0.stopping = true }
         wakeRegistrationThread()
         // A call in flight may still complete a registration: let it land first
-        // (libcurl's 10 s timeout bounds it) so that we deregister it too.
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { [finished] in
-                if finished.wait(timeout: .now() + 12) == .success { finished.signal() }
-                continuation.resume()
-            }
-        }
+        // (libcurl's 10 s timeout bounds each call) so that we deregister it too.
+        await wait(for: finished, until: min(deadline, .now() + 12))
         let held = state.withLock { state in targets.map(\.service).filter { state.services[$0] == .registered } }
-        guard deregisterOnShutdown, !held.isEmpty else {
+        guard deregisterOnShutdown.load(ordering: .relaxed), !held.isEmpty else {
             if !held.isEmpty { logger.notice("leaving registrations in place (thingspace.deregisterOnShutdown is false)") }
             sandbox?.stop()
             return
         }
         let done = DispatchSemaphore(value: 0)
-        let deadline = Date(timeIntervalSinceNow: 28)
         let thread = Thread { [self] in
-            for service in held where Date() < deadline {
+            for service in held where DispatchTime.now() < deadline {
                 do throws(ThingSpaceError) {
                     _ = try shutdownClient.deregister(accountName: accountName, serviceName: service)
                     setState(service, .deregistered)  // the client logs it
@@ -212,21 +217,25 @@ final class Registrar: Sendable {
                     logger.error("deregistration failed", metadata: ["callback.service": "\(service)", "error": "\(error)"])
                 }
             }
+            if DispatchTime.now() < deadline { try? shutdownClient.logout() }
             done.signal()
         }
         thread.name = "thingspace-deregistrar"
         thread.start()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let completed = await wait(for: done, until: deadline)
+        if !completed { logger.error("deregistration did not finish within 30 s; stopping anyway") }
+        metrics.setRegistrationState(.deregistered)
+        sandbox?.stop()
+    }
+
+    /// Waits for `semaphore` without blocking the caller's task; false on timeout.
+    @discardableResult
+    private func wait(for semaphore: DispatchSemaphore, until deadline: DispatchTime) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             DispatchQueue.global().async {
-                if done.wait(timeout: .now() + 30) == .timedOut {
-                    self.logger.error("deregistration did not finish within 30 s; stopping anyway")
-                }
-                continuation.resume()
+                continuation.resume(returning: semaphore.wait(timeout: deadline) == .success)
             }
         }
-        metrics.setRegistrationState(.deregistered)
-        try? shutdownClient.logout()
-        sandbox?.stop()
     }
 
     private func wakeRegistrationThread() {
