@@ -47,45 +47,25 @@ public struct NewCallback: Sendable, Hashable {
     }
 }
 
-/// A callback as stored: its id, the id of the first delivery it repeats, and what was submitted.
+/// A callback as stored: its id, the id of the first delivery it repeats, and
+/// what was submitted (whose fields read through, as in `row.service`).
+@dynamicMemberLookup
 public struct StoredCallback: Sendable, Hashable {
     public var id: Int64
     /// The id of the first stored callback with the same dedup key; nil when this one is the first.
     public var duplicateOf: Int64?
-    public var receivedAt: Int64
-    public var service: String
-    public var requestID: String?
-    public var deviceIDs: [DeviceID]
-    public var status: String?
-    public var callbackCount: Int?
-    public var remoteAddress: String
-    public var dedupKey: String
-    public var body: [UInt8]
+    /// The submitted fields.
+    public var callback: NewCallback
 
     public init(id: Int64, duplicateOf: Int64?, callback: NewCallback) {
         self.id = id
         self.duplicateOf = duplicateOf
-        self.receivedAt = callback.receivedAt
-        self.service = callback.service
-        self.requestID = callback.requestID
-        self.deviceIDs = callback.deviceIDs
-        self.status = callback.status
-        self.callbackCount = callback.callbackCount
-        self.remoteAddress = callback.remoteAddress
-        self.dedupKey = callback.dedupKey
-        self.body = callback.body
+        self.callback = callback
     }
+
+    public subscript<Value>(dynamicMember field: KeyPath<NewCallback, Value>) -> Value { callback[keyPath: field] }
 
     public var isDuplicate: Bool { duplicateOf != nil }
-
-    /// The submitted fields, without id and duplicateOf.
-    public var callback: NewCallback {
-        NewCallback(
-            receivedAt: receivedAt, service: service, requestID: requestID, deviceIDs: deviceIDs,
-            status: status, callbackCount: callbackCount, remoteAddress: remoteAddress,
-            dedupKey: dedupKey, body: body
-        )
-    }
 }
 
 /// Proof that a callback is committed to disk.
