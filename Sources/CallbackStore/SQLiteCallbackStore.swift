@@ -69,8 +69,12 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         _ callback: NewCallback,
         into connection: SQLiteConnection
     ) throws(CallbackStoreError) -> CommitReceipt {
-        let duplicateOf = try connection.withStatement(SQL.firstWithDedupKey) { statement throws(CallbackStoreError) in
+        let lookup = callback.requestID == nil ? SQL.firstWithDedupKeyWithoutRequestID : SQL.firstWithDedupKey
+        let duplicateOf = try connection.withStatement(lookup) { statement throws(CallbackStoreError) in
             try statement.bind(1, callback.dedupKey)
+            if let requestID = callback.requestID {
+                try statement.bind(2, requestID)
+            }
             return try statement.step() ? statement.int64(0) : nil
         }
         let id = try connection.withStatement(SQL.insertCallback) { statement throws(CallbackStoreError) in
@@ -326,7 +330,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         try connection.execute(Schema.connectionPragmas)
         let state = try Schema.validate(connection)
         if readOnly {
-            guard state == .current else { throw .notInitialized(path: path) }
+            // Readers need no index that changed between versions.
+            if state == .empty { throw .notInitialized(path: path) }
             return connection
         }
         try connection.execute(Schema.writerPragmas)
@@ -334,8 +339,10 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         guard journalMode == "wal" else {
             throw .openFailed(path: path, message: "cannot switch to WAL journal mode (still \(journalMode ?? "unknown"))")
         }
-        if state == .empty {
-            try Schema.create(connection)
+        switch state {
+        case .empty: try Schema.create(connection)
+        case .older: try Schema.migrate(connection)
+        case .current: break
         }
         return connection
     }
@@ -359,7 +366,12 @@ private enum SQL {
         callback_count, remote_address, dedup_key, body
         """
 
-    static let firstWithDedupKey = "SELECT min(id) FROM callbacks WHERE dedup_key = ?1"
+    /// Rows with one dedup key share one request id (the key covers it), so the lookup goes
+    /// through the request id index; see `Schema`.
+    static let firstWithDedupKey = "SELECT min(id) FROM callbacks WHERE request_id = ?2 AND dedup_key = ?1"
+    static let firstWithDedupKeyWithoutRequestID = """
+        SELECT min(id) FROM callbacks WHERE request_id IS NULL AND dedup_key = ?1
+        """
 
     static let insertCallback = """
         INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
@@ -411,7 +423,7 @@ private enum SQL {
     static let purgeRelink = """
         UPDATE callbacks SET duplicate_of = nullif(
             (SELECT min(kept.id) FROM callbacks AS kept
-             WHERE kept.dedup_key = callbacks.dedup_key AND NOT (kept.received_at < ?1 AND kept.id <= ?2)),
+             WHERE kept.request_id IS callbacks.request_id AND kept.dedup_key = callbacks.dedup_key AND NOT (kept.received_at < ?1 AND kept.id <= ?2)),
             callbacks.id)
         WHERE duplicate_of IN (SELECT id FROM callbacks WHERE +received_at < ?1 AND id <= ?2)
           AND NOT (received_at < ?1 AND id <= ?2)

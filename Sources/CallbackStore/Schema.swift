@@ -10,8 +10,13 @@
 ///
 /// `id` is AUTOINCREMENT so an id is never reused after retention purges the newest rows:
 /// `messages show 42` always means the same delivery.
+///
+/// Repeats are found through `callbacks_request_id`: the dedup key covers the request id, so rows
+/// with one key share one request id. An index on the key itself (version 1) put every insert on a
+/// random page of a second random-keyed index, and each such page costs a 4 KiB WAL frame per
+/// commit; only callbacks without a request id keep a (partial) index on the key.
 enum Schema {
-    static let version: Int32 = 1
+    static let version: Int32 = 2
     /// "TSLC": marks the file as a thingspace-listener callback database.
     static let applicationID: Int32 = 0x5453_4C43
 
@@ -29,7 +34,7 @@ enum Schema {
             duplicate_of INTEGER REFERENCES callbacks(id),
             body TEXT NOT NULL
         );
-        CREATE INDEX callbacks_dedup_key ON callbacks(dedup_key);
+        CREATE INDEX callbacks_dedup_key_without_request_id ON callbacks(dedup_key) WHERE request_id IS NULL;
         CREATE INDEX callbacks_service_received_at ON callbacks(service, received_at);
         CREATE INDEX callbacks_request_id ON callbacks(request_id, received_at);
         CREATE INDEX callbacks_received_at ON callbacks(received_at);
@@ -58,12 +63,20 @@ enum Schema {
         """
 
     /// What an opened file holds.
-    enum State {
+    enum State: Equatable {
         /// The current schema.
         case current
+        /// An older version's schema, which `migrate` brings up to date; it can be read as it is.
+        case older(Int32)
         /// Nothing at all: the schema may be created.
         case empty
     }
+
+    /// From version 1: the full index on dedup_key gives way to the partial one.
+    static let migrateFromVersion1 = """
+        DROP INDEX IF EXISTS callbacks_dedup_key;
+        CREATE INDEX IF NOT EXISTS callbacks_dedup_key_without_request_id ON callbacks(dedup_key) WHERE request_id IS NULL;
+        """
 
     /// Checks that the file is ours (or empty) and not from a newer version. Changes nothing, so a
     /// foreign database is rejected before any setting (such as WAL) is written to it.
@@ -80,12 +93,25 @@ enum Schema {
         if found == version {
             return .current
         }
-        // Migrations from older versions go here once there is more than one.
+        if found >= 1 {
+            return .older(found)
+        }
         let objects = try connection.scalarInt64("SELECT count(*) FROM sqlite_schema") ?? 0
         if objects > 0 {
             throw .notACallbackDatabase(path: path)
         }
         return .empty
+    }
+
+    /// Brings an older schema up to date; another process may have raced us to it.
+    static func migrate(_ connection: SQLiteConnection) throws(CallbackStoreError) {
+        try connection.transaction(.immediate) { () throws(CallbackStoreError) in
+            guard case .older(let found) = try validate(connection) else { return }
+            if found == 1 {
+                try connection.execute(migrateFromVersion1)
+            }
+            try connection.execute("PRAGMA user_version = \(version);")
+        }
     }
 
     /// Creates the schema in an empty database; another process may have raced us to it.
