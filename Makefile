@@ -42,8 +42,10 @@ run: release
 
 test: deps-test check-units
 	$(SWIFT) build --build-tests
-	THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
-		$(SWIFT) test --skip-build
+	@# The log's tail repeats every failure, so a truncated CI log still names them.
+	@set -o pipefail; THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
+		$(SWIFT) test --skip-build 2>&1 | tee .build/test.log || { \
+		echo "== Failures:"; grep -aE '✘|error:|fatal' .build/test.log | tail -60; exit 1; }
 
 # systemd-analyze security (exposure ≤ 1.2) and verify, offline.
 check-units: deps-test

@@ -10,8 +10,15 @@ import Musl
 import Darwin
 #endif
 
-/// Group commit in front of a store: one dedicated thread commits every callback waiting at that
-/// moment in one transaction (one fsync), then reports each outcome.
+/// Group commit in front of a store, in two pipelined stages on two dedicated threads:
+///
+/// 1. the writer thread commits every callback waiting at that moment in one transaction, without
+///    waiting for the disk (`SQLiteCallbackStore.insertUnsynced`);
+/// 2. the sync thread fsyncs the WAL (`WriteAheadLog.sync`), then reports each outcome.
+///
+/// So batch N+1 is written while batch N is synced, and nothing is acknowledged before it is on
+/// disk. At most two batches are in flight (one syncing, one waiting for the next sync): beyond
+/// that the writer waits, the queue fills, and a stuck disk shows as 503s and a still heartbeat.
 ///
 /// `submit` never blocks on the disk: it appends under a short lock and signals the thread.
 /// A store error fails the whole batch (nothing unsaved is acknowledged), is logged once per
@@ -19,7 +26,8 @@ import Darwin
 public final class GroupCommitWriter: Sendable {
     public typealias Completion = @Sendable (Result<CommitReceipt, CallbackStoreError>) -> Void
 
-    /// Reported to the observer on the writer thread after each batch's completions were called.
+    /// Reported to the observer after each batch's completions were called: a commit failure on the
+    /// writer thread, the rest on the sync thread.
     public enum Event: Sendable, Hashable {
         case committed(batchSize: Int, duration: Duration)
         case failed(batchSize: Int, duration: Duration, error: CallbackStoreError)
@@ -37,6 +45,9 @@ public final class GroupCommitWriter: Sendable {
     /// How often an idle writer wakes up to advance `progressHeartbeat`.
     static let idleTick: TimeInterval = 0.5
 
+    /// Makes a committed batch durable; tests replace it to hold or fail the sync.
+    typealias Sync = @Sendable (WriteAheadLog) throws(CallbackStoreError) -> Void
+
     private let mailbox: WriterMailbox
 
     /// Starts the writer thread, which owns `store` from now on (do not use it elsewhere) and closes it.
@@ -45,30 +56,57 @@ public final class GroupCommitWriter: Sendable {
     ///   - maxQueuedBytes: body bytes that may wait, to bound memory; one callback is always accepted
     ///     into an empty queue. The writer holds at most about twice this: the waiting callbacks
     ///     and the batch being committed.
-    ///   - observer: called on the writer thread after each batch, for metrics; keep it short.
-    public init(
+    ///   - observer: called on the writer's threads after each batch, for metrics; keep it short.
+    public convenience init(
         store: SQLiteCallbackStore,
         capacity: Int = 4096,
         maxQueuedBytes: Int = 4 << 20,
         logger: Logger,
         observer: Observer? = nil
     ) {
+        self.init(store: store, capacity: capacity, maxQueuedBytes: maxQueuedBytes, logger: logger, observer: observer)
+            { writeAheadLog throws(CallbackStoreError) in try writeAheadLog.sync() }
+    }
+
+    /// `beforeCommit` runs on the writer thread before each commit (tests hold the writer there).
+    init(
+        store: SQLiteCallbackStore,
+        capacity: Int = 4096,
+        maxQueuedBytes: Int = 4 << 20,
+        logger: Logger,
+        observer: Observer? = nil,
+        beforeCommit: (@Sendable () -> Void)? = nil,
+        sync: @escaping Sync
+    ) {
         let mailbox = WriterMailbox(queue: WriterQueue(capacity: capacity, maxQueuedBytes: maxQueuedBytes))
         self.mailbox = mailbox
-        let thread = Thread {
-            var loop = WriterLoop(store: store, mailbox: mailbox, logger: logger, observer: observer)
+        let outcomes = Outcomes(mailbox: mailbox, logger: logger, observer: observer)
+        let syncStage = SyncStage(sync: sync, outcomes: outcomes)
+        let checkpointer = Checkpointer(path: store.path, logger: logger)
+        checkpointer.start()
+        let writerThread = Thread {
+            mailbox.registerOwnThread()
+            let loop = WriterLoop(
+                store: store, mailbox: mailbox, syncStage: syncStage, checkpointer: checkpointer, outcomes: outcomes,
+                beforeCommit: beforeCommit)
             loop.run()
         }
-        thread.name = "callback-store-writer"
-        thread.start()
+        writerThread.name = "callback-store-writer"
+        let syncThread = Thread {
+            mailbox.registerOwnThread()
+            syncStage.run()
+        }
+        syncThread.name = "callback-store-sync"
+        syncThread.start()
+        writerThread.start()
     }
 
     deinit {
         close()
     }
 
-    /// Queues the callback and returns true; `completion` is then called exactly once, on the writer
-    /// thread, after the commit (or failure) of the transaction holding it. Returns false at once,
+    /// Queues the callback and returns true; `completion` is then called exactly once, on one of the
+    /// writer's threads, once the transaction holding it is durable (or failed). Returns false at once,
     /// never calling `completion`, when the queue is full or the writer is closed.
     public func submit(_ callback: NewCallback, completion: @escaping Completion) -> Bool {
         mailbox.submit(WriterQueue.Submission(callback: callback, completion: completion))
@@ -109,7 +147,7 @@ public final class GroupCommitWriter: Sendable {
 final class WriterMailbox: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: WriterQueue  // guarded by condition
-    private var writerThread: pthread_t?  // guarded by condition
+    private var ownThreads: [pthread_t] = []  // the writer's and the sync thread; guarded by condition
 
     let heartbeat = Atomic<UInt64>(0)
     let isFailing = Atomic<Bool>(false)
@@ -142,9 +180,6 @@ final class WriterMailbox: @unchecked Sendable {
     func nextBatch() -> [WriterQueue.Submission]? {
         condition.lock()
         defer { condition.unlock() }
-        if writerThread == nil {
-            writerThread = pthread_self()
-        }
         while true {
             heartbeat.add(1, ordering: .relaxed)
             switch queue.next() {
@@ -157,13 +192,21 @@ final class WriterMailbox: @unchecked Sendable {
         }
     }
 
-    /// Asks the writer to drain and stop, then waits for it unless called on the writer thread.
+    /// First thing on each of the writer's threads: `stop()` called there must not wait for itself.
+    func registerOwnThread() {
+        condition.lock()
+        defer { condition.unlock() }
+        ownThreads.append(pthread_self())
+    }
+
+    /// Asks the writer to drain and stop, then waits for it unless called on one of its threads
+    /// (from a completion or the observer).
     func stop() {
         condition.lock()
         defer { condition.unlock() }
         queue.requestStop()
         condition.broadcast()
-        if let writerThread, pthread_equal(writerThread, pthread_self()) != 0 {
+        if ownThreads.contains(where: { pthread_equal($0, pthread_self()) != 0 }) {
             return
         }
         while queue.phase != .stopped {
@@ -180,9 +223,151 @@ final class WriterMailbox: @unchecked Sendable {
     }
 }
 
-/// The writer thread's loop; its state belongs to that thread alone.
+/// The writer thread's loop.
 private struct WriterLoop {
-    /// A run of failed batches, logged once when it starts and once when it ends.
+    let store: SQLiteCallbackStore
+    let mailbox: WriterMailbox
+    let syncStage: SyncStage
+    let checkpointer: Checkpointer
+    let outcomes: Outcomes
+    let beforeCommit: (@Sendable () -> Void)?
+
+    func run() {
+        while let batch = mailbox.nextBatch() {
+            if syncStage.takeFailure() {
+                // After a failed fsync the kernel may have dropped the unwritten pages: read the
+                // WAL from disk again rather than trust SQLite's view of it.
+                store.dropConnection()
+            }
+            if batch.isEmpty { probe() } else { commit(batch) }
+        }
+        syncStage.finish()
+        checkpointer.stop()
+        store.close()
+        mailbox.markStopped()
+    }
+
+    private func commit(_ batch: [WriterQueue.Submission]) {
+        beforeCommit?()
+        let start = ContinuousClock.now
+        do {
+            let (receipts, writeAheadLog) = try store.insertUnsynced(batch.map(\.callback))
+            syncStage.submit(SyncStage.Ticket(batch: batch, receipts: receipts, writeAheadLog: writeAheadLog, started: start))
+        } catch {
+            outcomes.failed(batch, error: error, started: start)
+        }
+    }
+
+    /// Ends a failure episode as soon as a write succeeds again; a probe that
+    /// fails changes nothing (the episode was logged when it began).
+    private func probe() {
+        guard outcomes.isInEpisode, (try? store.probeWrite()) != nil else { return }
+        outcomes.endEpisode()
+    }
+}
+
+/// The sync thread: fsyncs the WAL once for every batch committed since the last sync, then
+/// acknowledges them in commit order.
+final class SyncStage: @unchecked Sendable {
+    struct Ticket {
+        var batch: [WriterQueue.Submission]
+        var receipts: [CommitReceipt]
+        var writeAheadLog: WriteAheadLog
+        var started: ContinuousClock.Instant
+    }
+
+    static let maxWaiting = 1
+    private let sync: GroupCommitWriter.Sync
+    private let outcomes: Outcomes
+    private let condition = NSCondition()
+    // Guarded by condition:
+    private var waiting: [Ticket] = []
+    private var isSyncing = false
+    private var isFinished = false
+    private var failedSinceLastLook = false
+
+    init(sync: @escaping GroupCommitWriter.Sync, outcomes: Outcomes) {
+        self.sync = sync
+        self.outcomes = outcomes
+    }
+
+    /// On the writer thread: hands over a committed batch. Waits while another batch already waits
+    /// for the next sync, which bounds what is in flight.
+    func submit(_ ticket: Ticket) {
+        condition.lock()
+        defer { condition.unlock() }
+        while waiting.count >= Self.maxWaiting {
+            condition.wait()
+        }
+        waiting.append(ticket)
+        condition.broadcast()
+    }
+
+    /// On the writer thread: whether a sync failed since the last call.
+    func takeFailure() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        defer { failedSinceLastLook = false }
+        return failedSinceLastLook
+    }
+
+    /// On the writer thread, last: waits until every batch handed over is acknowledged, then ends
+    /// the sync thread.
+    func finish() {
+        condition.lock()
+        defer { condition.unlock() }
+        isFinished = true
+        condition.broadcast()
+        while !waiting.isEmpty || isSyncing {
+            condition.wait()
+        }
+    }
+
+    func run() {
+        while let tickets = next() {
+            var failure: CallbackStoreError?
+            var synced: [ObjectIdentifier] = []
+            for ticket in tickets where failure == nil && !synced.contains(ObjectIdentifier(ticket.writeAheadLog)) {
+                do {
+                    try sync(ticket.writeAheadLog)
+                    synced.append(ObjectIdentifier(ticket.writeAheadLog))
+                } catch {
+                    failure = error
+                }
+            }
+            for ticket in tickets {
+                if let failure {
+                    outcomes.failed(ticket.batch, error: failure, started: ticket.started)
+                } else {
+                    outcomes.committed(ticket)
+                }
+            }
+            condition.lock()
+            isSyncing = false
+            if failure != nil { failedSinceLastLook = true }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func next() -> [Ticket]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while waiting.isEmpty {
+            if isFinished { return nil }
+            condition.wait()
+        }
+        let tickets = waiting
+        waiting = []
+        isSyncing = true
+        condition.broadcast()
+        return tickets
+    }
+}
+
+/// Reports outcomes (completions, statistics, observer) and logs failure episodes: a run of failed
+/// batches is logged once when it starts and once when it ends. Used by both threads.
+final class Outcomes: Sendable {
     private struct FailureEpisode {
         var started: ContinuousClock.Instant
         var batches = 0
@@ -190,90 +375,75 @@ private struct WriterLoop {
         var lastError: CallbackStoreError
     }
 
-    let store: SQLiteCallbackStore
-    let mailbox: WriterMailbox
-    let logger: Logger
-    let observer: GroupCommitWriter.Observer?
-    private var episode: FailureEpisode?
+    private let mailbox: WriterMailbox
+    private let logger: Logger
+    private let observer: GroupCommitWriter.Observer?
+    private let episode = Mutex<FailureEpisode?>(nil)
 
-    init(store: SQLiteCallbackStore, mailbox: WriterMailbox, logger: Logger, observer: GroupCommitWriter.Observer?) {
-        self.store = store
+    init(mailbox: WriterMailbox, logger: Logger, observer: GroupCommitWriter.Observer?) {
         self.mailbox = mailbox
         self.logger = logger
         self.observer = observer
     }
 
-    mutating func run() {
-        while let batch = mailbox.nextBatch() {
-            if batch.isEmpty { probe() } else { commit(batch) }
+    var isInEpisode: Bool {
+        episode.withLock { $0 != nil }
+    }
+
+    func committed(_ ticket: SyncStage.Ticket) {
+        let duration = ContinuousClock.now - ticket.started
+        for (submission, receipt) in zip(ticket.batch, ticket.receipts) {
+            submission.completion(.success(receipt))
         }
-        store.close()
-        mailbox.markStopped()
+        mailbox.committedBatches.add(1, ordering: .relaxed)
+        mailbox.committedCallbacks.add(UInt64(ticket.batch.count), ordering: .relaxed)
+        endEpisode()
+        observer?(.committed(batchSize: ticket.batch.count, duration: duration))
     }
 
-    private mutating func commit(_ batch: [WriterQueue.Submission]) {
-        let clock = ContinuousClock()
-        let start = clock.now
-        do {
-            let receipts = try store.insert(batch.map(\.callback))
-            let duration = clock.now - start
-            for (submission, receipt) in zip(batch, receipts) {
-                submission.completion(.success(receipt))
-            }
-            mailbox.committedBatches.add(1, ordering: .relaxed)
-            mailbox.committedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
-            endEpisode(now: clock.now)
-            observer?(.committed(batchSize: batch.count, duration: duration))
-        } catch {
-            let duration = clock.now - start
-            for submission in batch {
-                submission.completion(.failure(error))
-            }
-            mailbox.failedBatches.add(1, ordering: .relaxed)
-            mailbox.failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
-            recordFailure(error, batchSize: batch.count, now: clock.now)
-            observer?(.failed(batchSize: batch.count, duration: duration, error: error))
+    func failed(_ batch: [WriterQueue.Submission], error: CallbackStoreError, started: ContinuousClock.Instant) {
+        let duration = ContinuousClock.now - started
+        for submission in batch {
+            submission.completion(.failure(error))
         }
-    }
-
-    /// Ends a failure episode as soon as a write succeeds again; a probe that
-    /// fails changes nothing (the episode was logged when it began).
-    private mutating func probe() {
-        guard episode != nil, (try? store.probeWrite()) != nil else { return }
-        endEpisode(now: ContinuousClock().now)
-    }
-
-    private mutating func recordFailure(_ error: CallbackStoreError, batchSize: Int, now: ContinuousClock.Instant) {
-        if episode == nil {
-            episode = FailureEpisode(started: now, lastError: error)
+        mailbox.failedBatches.add(1, ordering: .relaxed)
+        mailbox.failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
+        let begins = episode.withLock { episode in
+            let begins = episode == nil
+            if begins {
+                episode = FailureEpisode(started: .now, lastError: error)
+            }
+            episode?.batches += 1
+            episode?.callbacks += batch.count
+            episode?.lastError = error
+            return begins
+        }
+        if begins {
             mailbox.isFailing.store(true, ordering: .relaxed)
             logger.error(
                 "Storing callbacks failed; answering 503 until the store works again",
-                metadata: ["error": "\(error)", "batch.size": "\(batchSize)"]
+                metadata: ["error": "\(error)", "batch.size": "\(batch.count)"]
             )
         }
-        episode?.batches += 1
-        episode?.callbacks += batchSize
-        episode?.lastError = error
+        observer?(.failed(batchSize: batch.count, duration: duration, error: error))
     }
 
-    private static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return String(format: "%.1f", Double(seconds) + Double(attoseconds) / 1e18)
-    }
-
-    private mutating func endEpisode(now: ContinuousClock.Instant) {
-        guard let ended = episode else { return }
-        episode = nil
+    func endEpisode() {
+        guard let ended = episode.withLock({ episode in defer { episode = nil }; return episode }) else { return }
         mailbox.isFailing.store(false, ordering: .relaxed)
         logger.notice(
             "Storing callbacks recovered",
             metadata: [
                 "failed.batches": "\(ended.batches)",
                 "failed.callbacks": "\(ended.callbacks)",
-                "outage.seconds": "\(Self.seconds(now - ended.started))",
+                "outage.seconds": "\(Self.seconds(.now - ended.started))",
                 "last.error": "\(ended.lastError)",
             ]
         )
+    }
+
+    private static func seconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return String(format: "%.1f", Double(seconds) + Double(attoseconds) / 1e18)
     }
 }

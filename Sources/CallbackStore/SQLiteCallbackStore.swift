@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-/// Callbacks persisted in one SQLite file (WAL, `synchronous=FULL`).
+/// Callbacks persisted in one SQLite file (WAL; a commit is durable once its WAL is fsynced).
 ///
 /// One instance is one connection: use it from one thread at a time. The service's writer thread
 /// owns one (through `GroupCommitWriter`); the CLI opens its own, usually `readOnly`, and reads
@@ -18,6 +18,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     public let isReadOnly: Bool
 
     private var connection: SQLiteConnection?
+    /// The WAL of a writable connection, opened with it: see `WriteAheadLog`.
+    private var writeAheadLog: WriteAheadLog?
     private var isClosed = false
     private let decoder = JSONDecoder()
     private let logger: Logger
@@ -35,25 +37,42 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         if !readOnly {
             try Self.createParentDirectory(of: path)
         }
-        connection = try Self.connect(path: path, readOnly: readOnly)
+        _ = try openConnection()
     }
 
     /// Closes the connection; later calls throw `.closed`. Idempotent.
     public func close() {
         isClosed = true
+        dropConnection()
+    }
+
+    /// Closes the connection; the next call opens a new one (after a failed fsync, say, so that SQLite
+    /// reads the WAL from disk again instead of trusting its cache).
+    func dropConnection() {
         connection?.close()
         connection = nil
+        writeAheadLog = nil
     }
 
     // MARK: - Writing
 
-    /// Stores the batch in ONE transaction (one fsync). Each receipt's `duplicateOf` is the id of the
-    /// first stored callback with the same dedup key, an earlier one of this batch included.
-    /// On failure nothing of the batch is stored.
+    /// Stores the batch in ONE transaction (one fsync) and returns once it is on disk. Each receipt's
+    /// `duplicateOf` is the id of the first stored callback with the same dedup key, an earlier one of
+    /// this batch included. On failure nothing of the batch is acknowledged.
     public func insert(_ batch: [NewCallback]) throws(CallbackStoreError) -> [CommitReceipt] {
-        guard !batch.isEmpty else { return [] }
+        let (receipts, writeAheadLog) = try insertUnsynced(batch)
+        try sync(writeAheadLog)
+        return receipts
+    }
+
+    /// Commits the batch in one transaction without waiting for the disk: it is durable once
+    /// `sync()` of the returned log has returned, and must not be acknowledged before.
+    public func insertUnsynced(
+        _ batch: [NewCallback]
+    ) throws(CallbackStoreError) -> (receipts: [CommitReceipt], writeAheadLog: WriteAheadLog) {
         try reopenIfMoved()
-        return try withConnection { connection throws(CallbackStoreError) in
+        let writeAheadLog = try openWriteAheadLog()
+        let receipts = try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
                 var receipts: [CommitReceipt] = []
                 receipts.reserveCapacity(batch.count)
@@ -62,6 +81,17 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                 }
                 return receipts
             }
+        }
+        return (receipts, writeAheadLog)
+    }
+
+    /// Syncs a log this store handed out; a failure drops the connection (see `dropConnection`).
+    private func sync(_ writeAheadLog: WriteAheadLog) throws(CallbackStoreError) {
+        do {
+            try writeAheadLog.sync()
+        } catch {
+            dropConnection()
+            throw error
         }
     }
 
@@ -133,20 +163,21 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         }
     }
 
-    /// Whether this connection can take the write lock of a writable file (for readiness checks).
-    /// Does not write, so it cannot tell a full disk; `GroupCommitWriter.isFailing` does.
-    /// Writes one page through a real commit (the schema version, rewritten
-    /// unchanged): after a failure, proves the disk takes writes again even
-    /// when no callback arrives to prove it.
+    /// Writes one page through a real, synced commit (the schema version, rewritten unchanged):
+    /// after a failure, proves the disk takes writes again even when no callback arrives to prove it.
     func probeWrite() throws(CallbackStoreError) {
         try reopenIfMoved()
+        let writeAheadLog = try openWriteAheadLog()
         try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
                 try connection.execute("PRAGMA user_version = \(Schema.version)")
             }
         }
+        try sync(writeAheadLog)
     }
 
+    /// Whether this connection can take the write lock of a writable file (for readiness checks).
+    /// Does not write, so it cannot tell a full disk; `GroupCommitWriter.isFailing` does.
     public func checkWritable() -> Bool {
         guard !isReadOnly, let connection = try? openConnection(), !connection.isReadOnlyFile else {
             return false
@@ -279,8 +310,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
             return try body(connection)
         } catch {
             if error.requiresReopen {
-                connection.close()
-                self.connection = nil
+                dropConnection()
             }
             throw error
         }
@@ -304,16 +334,25 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                 metadata: ["storage.path": "\(path)", "error": "\(error)"]
             )
         }
-        connection.close()
-        self.connection = nil
+        dropConnection()
     }
 
     private func openConnection() throws(CallbackStoreError) -> SQLiteConnection {
         if isClosed { throw .closed }
         if let connection { return connection }
         let reopened = try Self.connect(path: path, readOnly: isReadOnly)
+        if !isReadOnly {
+            // The connection has run transactions in WAL mode, so SQLite has created the file.
+            writeAheadLog = try WriteAheadLog(databasePath: path)
+        }
         connection = reopened
         return reopened
+    }
+
+    private func openWriteAheadLog() throws(CallbackStoreError) -> WriteAheadLog {
+        _ = try openConnection()
+        guard let writeAheadLog else { throw .readOnly(message: "the store was opened read-only") }
+        return writeAheadLog
     }
 
     /// Test hook: runs SQL on this store's connection (e.g. `PRAGMA max_page_count`).

@@ -20,7 +20,7 @@ enum Schema {
     /// "TSLC": marks the file as a thingspace-listener callback database.
     static let applicationID: Int32 = 0x5453_4C43
 
-    static let createVersion1 = """
+    static let createSchema = """
         CREATE TABLE callbacks (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             received_at INTEGER NOT NULL,
@@ -47,18 +47,21 @@ enum Schema {
         CREATE INDEX callback_devices_callback_id ON callback_devices(callback_id);
         """
 
-    /// Settings of every connection: WAL so readers never block the writer, FULL sync so a commit
-    /// survives power loss, a modest page cache for the service's memory budget.
+    /// Settings of every connection: a modest page cache for the service's memory budget.
     static let connectionPragmas = """
         PRAGMA foreign_keys = ON;
         PRAGMA cache_size = -2000;
         """
 
-    /// Settings of a writing connection. The WAL is truncated to 64 MiB after checkpoints,
-    /// so a large purge does not leave a huge file behind.
+    /// Settings of a writing connection. NORMAL: SQLite does not fsync the WAL at commit; the store
+    /// does, through `WriteAheadLog.sync()`, before anything is acknowledged (checkpoints still sync
+    /// the WAL before copying it and the database after). The WAL is truncated to 64 MiB after
+    /// checkpoints, so a large purge does not leave a huge file behind. `Checkpointer` copies the
+    /// WAL as it grows; the writer's own checkpoint, every 8,000 pages, restarts it.
     static let writerPragmas = """
         PRAGMA journal_mode = WAL;
-        PRAGMA synchronous = FULL;
+        PRAGMA synchronous = NORMAL;
+        PRAGMA wal_autocheckpoint = 2000;
         PRAGMA journal_size_limit = 67108864;
         """
 
@@ -118,7 +121,7 @@ enum Schema {
     static func create(_ connection: SQLiteConnection) throws(CallbackStoreError) {
         try connection.transaction(.immediate) { () throws(CallbackStoreError) in
             guard try validate(connection) == .empty else { return }
-            try connection.execute(createVersion1)
+            try connection.execute(createSchema)
             try connection.execute("PRAGMA application_id = \(applicationID); PRAGMA user_version = \(version);")
         }
     }

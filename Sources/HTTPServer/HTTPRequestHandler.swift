@@ -36,7 +36,7 @@ public struct HTTPResponder: Sendable {
             if loop.isCurrent {
                 connection.receive(response, sequence: sequence)
             } else {
-                loop.queue.async { connection.receive(response, sequence: sequence) }
+                loop.deliver(response, to: connection, sequence: sequence)
             }
         case .closure(let deliver):
             deliver(response)

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import HTTP1
 import Synchronization
 
 private let nextLoopIdentity = Atomic<Int>(1)
@@ -43,6 +44,10 @@ final class IOLoop: @unchecked Sendable {
     private var readiness: (any DispatchSourceRead)?
     private var sweepTimer: (any DispatchSourceTimer)?
 
+    /// Responses given on other threads, delivered in one hop to `queue` per batch rather than one
+    /// dispatch (and often one thread wake-up) per response: a store commit answers dozens at once.
+    private let inbox = Mutex<[(connection: Connection, sequence: UInt64, response: HTTPResponse)]>([])
+
     /// Connections by slot; an epoll token is the slot and its generation,
     /// so an event for a closed connection never reaches its successor.
     private var slots: [Connection?] = []
@@ -65,6 +70,27 @@ final class IOLoop: @unchecked Sendable {
         readBuffer.deallocate()
         events.deallocate()
         if epollFD >= 0 { _ = close(epollFD) }
+    }
+
+    /// From any thread: hands the response to its connection on `queue`.
+    func deliver(_ response: HTTPResponse, to connection: Connection, sequence: UInt64) {
+        let isFirst = inbox.withLock { inbox in
+            inbox.append((connection, sequence, response))
+            return inbox.count == 1
+        }
+        if isFirst {
+            queue.async { [self] in deliverInbox() }
+        }
+    }
+
+    private func deliverInbox() {
+        let delivered = inbox.withLock { inbox in
+            defer { inbox.removeAll(keepingCapacity: true) }
+            return inbox
+        }
+        for item in delivered {
+            item.connection.receive(item.response, sequence: item.sequence)
+        }
     }
 
     /// Whether the caller runs on this loop's queue.

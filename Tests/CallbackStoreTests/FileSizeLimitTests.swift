@@ -30,26 +30,32 @@ enum FileSizeLimitScenario {
         defer { directory.remove() }
         let quiet = Logger(label: "child") { _ in SwiftLogNoOpLogHandler() }
         let probe = WriterProbe()
-        let writer = GroupCommitWriter(
-            store: try SQLiteCallbackStore(path: directory.databasePath), logger: quiet, observer: probe.observer)
+        let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath), logger: quiet)
         let log = CompletionLog()
         var original = rlimit()
         check(getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &original) == 0, "getrlimit")
-
-        // Hold the writer after a first commit, then lower the limit below every file's size.
-        probe.holdNextBatches(1)
         check(writer.submit(makeCallback(requestID: "before", dedupKey: "before"), completion: log.completion), "submit before")
-        check(probe.waitForHold(1), "first commit")
+        check(log.wait(for: 1), "first commit")
+
+        // Hold the writer before its next commit, then lower the limit below every file's size.
+        probe.holdNextBatches(1)
+        check(writer.submit(makeCallback(requestID: "lost0", dedupKey: "lost0"), completion: log.completion), "submit lost0")
+        check(probe.waitForHold(1), "held")
         var lowered = original
         lowered.rlim_cur = 1_024
         check(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &lowered) == 0, "setrlimit lower")
-        for index in 0..<3 {
+        for index in 1...2 {
             check(writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)"), completion: log.completion), "submit lost")
         }
         probe.holdNextBatches(1)
         probe.resume()
-        check(probe.waitForHold(2), "failed commit")
-        check(probe.failedBatchSizes == [3], "one failed batch of 3, got \(probe.failedBatchSizes)")
+        check(probe.waitForHold(2), "first failed commit")
+        check(probe.failedBatchSizes == [1], "a failed batch of 1, got \(probe.failedBatchSizes)")
+        probe.holdNextBatches(1)
+        check(writer.submit(makeCallback(requestID: "after", dedupKey: "after"), completion: log.completion), "submit after")
+        probe.resume()
+        check(probe.waitForHold(3), "second failed commit")
+        check(probe.failedBatchSizes == [1, 2], "failed batches of 1 and 2, got \(probe.failedBatchSizes)")
         check(log.errors.count == 3, "3 failures, got \(log.all)")
         for error in log.errors {
             switch error {
@@ -63,7 +69,6 @@ enum FileSizeLimitScenario {
         // Raise it again: the next batch commits (after reopening the connection).
         check(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &original) == 0, "setrlimit raise")
         probe.resume()
-        check(writer.submit(makeCallback(requestID: "after", dedupKey: "after"), completion: log.completion), "submit after")
         check(log.wait(for: 5), "all completions")
         check(log.receipts.count == 2, "2 commits, got \(log.all)")
         check(!writer.isFailing, "recovered")

@@ -34,3 +34,16 @@ struct ShellError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
+
+/// Runs a script of several statements, as `sqlite3 path < script` would.
+func sqliteExecute(_ path: String, _ script: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let db else {
+        sqlite3_close_v2(db)
+        throw ShellError(message: "cannot open \(path)")
+    }
+    defer { sqlite3_close_v2(db) }
+    guard sqlite3_exec(db, script, nil, nil, nil) == SQLITE_OK else {
+        throw ShellError(message: String(cString: sqlite3_errmsg(db)))
+    }
+}

@@ -13,7 +13,7 @@ struct StoreTests {
             store.close()
 
             #expect(try sqliteValue(path, "PRAGMA journal_mode") == "wal")
-            #expect(try sqliteValue(path, "PRAGMA user_version") == "1")
+            #expect(try sqliteValue(path, "PRAGMA user_version") == "2")
             let columns = try sqliteRows(path, "SELECT name FROM pragma_table_info('callbacks') ORDER BY cid").map { $0[0] }
             #expect(columns == [
                 "id", "received_at", "service", "request_id", "device_ids", "status", "callback_count",
@@ -21,7 +21,7 @@ struct StoreTests {
             ])
             let indexes = Set(try sqliteRows(path, "SELECT name FROM sqlite_schema WHERE type = 'index'").compactMap { $0[0] })
             #expect(indexes.isSuperset(of: [
-                "callbacks_dedup_key", "callbacks_service_received_at", "callbacks_request_id", "callbacks_received_at",
+                "callbacks_dedup_key_without_request_id", "callbacks_service_received_at", "callbacks_request_id", "callbacks_received_at",
             ]))
 
             let reopened = try SQLiteCallbackStore(path: path)
@@ -127,6 +127,11 @@ struct StoreTests {
         }
     }
 
+    /// Every third request repeats the one before (the same request id, so the same default dedup key).
+    static func exportRequestID(_ index: Int) -> String {
+        index % 3 == 2 ? "r\(index - 1)" : "r\(index)"
+    }
+
     @Test("export streams every row in id order, with or without repeats")
     func exportStreamsInIDOrder() throws {
         try withTemporaryDirectory { directory in
@@ -135,8 +140,7 @@ struct StoreTests {
             // 3,000 rows, every third one a repeat: spans many export pages.
             var batch: [NewCallback] = []
             for index in 0..<3_000 {
-                let key = index % 3 == 2 ? "key-\(index - 1)" : "key-\(index)"
-                batch.append(makeCallback(receivedAt: Int64(index), requestID: "r\(index)", dedupKey: key))
+                batch.append(makeCallback(receivedAt: Int64(index), requestID: Self.exportRequestID(index)))
                 if batch.count == 500 {
                     _ = try store.insert(batch)
                     batch.removeAll()
@@ -151,7 +155,7 @@ struct StoreTests {
             }
             #expect(all.count == 3_000)
             #expect(zip(all, all.dropFirst()).allSatisfy { $0 < $1 })
-            #expect(allRequestIDs == (0..<3_000).map { "r\($0)" })
+            #expect(allRequestIDs == (0..<3_000).map(Self.exportRequestID))
 
             var firsts: [StoredCallback] = []
             try store.export(includeDuplicates: false) { firsts.append($0) }
@@ -245,12 +249,12 @@ struct StoreTests {
             defer { store.close() }
             let device = DeviceID(id: "555", kind: "imei")
             let ids = try store.insert([
-                makeCallback(receivedAt: 100, requestID: "old-a", devices: [device], dedupKey: "A"),
-                makeCallback(receivedAt: 200, requestID: "old-b", devices: [device], dedupKey: "B"),
-                makeCallback(receivedAt: 300, requestID: "old-a-again", devices: [device], dedupKey: "A"),
-                makeCallback(receivedAt: 1_000, requestID: "new-a", devices: [device], dedupKey: "A"),
-                makeCallback(receivedAt: 1_100, requestID: "new-a-again", devices: [device], dedupKey: "A"),
-                makeCallback(receivedAt: 1_200, requestID: "new-c", devices: [device], dedupKey: "C"),
+                makeCallback(receivedAt: 100, requestID: "a", devices: [device], dedupKey: "A"),
+                makeCallback(receivedAt: 200, requestID: "b", devices: [device], dedupKey: "B"),
+                makeCallback(receivedAt: 300, requestID: "a", devices: [device], dedupKey: "A"),
+                makeCallback(receivedAt: 1_000, requestID: "a", devices: [device], dedupKey: "A"),
+                makeCallback(receivedAt: 1_100, requestID: "a", devices: [device], dedupKey: "A"),
+                makeCallback(receivedAt: 1_200, requestID: "c", devices: [device], dedupKey: "C"),
             ]).map(\.id)
 
             #expect(try store.purge(olderThan: 1_000) == 3)
@@ -265,7 +269,7 @@ struct StoreTests {
             #expect(try sqliteValue(directory.databasePath, "SELECT count(*) FROM callback_devices") == "3")
             #expect(try sqliteValue(directory.databasePath, "PRAGMA foreign_key_check") == nil)
             // A new repeat of A links to the new first.
-            #expect(try store.insert([makeCallback(dedupKey: "A")])[0].duplicateOf == ids[3])
+            #expect(try store.insert([makeCallback(requestID: "a", dedupKey: "A")])[0].duplicateOf == ids[3])
         }
     }
 
@@ -276,11 +280,11 @@ struct StoreTests {
             defer { store.close() }
             // 2,500 old rows (every fifth a repeat of an old one, every tenth repeated by a kept one), 10 new.
             let old = (0..<2_500).map { index in
-                makeCallback(receivedAt: Int64(index), requestID: "old\(index)", dedupKey: index % 5 == 4 ? "k\(index - 1)" : "k\(index)")
+                makeCallback(receivedAt: Int64(index), requestID: index % 5 == 4 ? "r\(index - 1)" : "r\(index)")
             }
             _ = try store.insert(old)
             let kept = try store.insert((0..<10).map { index in
-                makeCallback(receivedAt: 10_000, requestID: "new\(index)", dedupKey: "k\(index * 10)")
+                makeCallback(receivedAt: 10_000, requestID: "r\(index * 10)")
             })
             #expect(kept.allSatisfy { $0.duplicateOf != nil })
 
@@ -320,6 +324,72 @@ struct StoreTests {
         }
     }
 
+    @Test("a version 1 database is read as it is, and migrated by the writer with its rows and repeats kept")
+    func migratesFromVersion1() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            // The version 1 layout as released: a full index on dedup_key.
+            try sqliteExecute(path, """
+                PRAGMA journal_mode = WAL;
+                CREATE TABLE callbacks (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at INTEGER NOT NULL, service TEXT NOT NULL,
+                    request_id TEXT, device_ids TEXT NOT NULL DEFAULT '[]', status TEXT, callback_count INTEGER,
+                    remote_address TEXT NOT NULL, dedup_key TEXT NOT NULL,
+                    duplicate_of INTEGER REFERENCES callbacks(id), body TEXT NOT NULL);
+                CREATE INDEX callbacks_dedup_key ON callbacks(dedup_key);
+                CREATE INDEX callbacks_service_received_at ON callbacks(service, received_at);
+                CREATE INDEX callbacks_request_id ON callbacks(request_id, received_at);
+                CREATE INDEX callbacks_received_at ON callbacks(received_at);
+                CREATE INDEX callbacks_duplicate_of ON callbacks(duplicate_of) WHERE duplicate_of IS NOT NULL;
+                CREATE TABLE callback_devices (
+                    device_id TEXT NOT NULL, callback_id INTEGER NOT NULL REFERENCES callbacks(id) ON DELETE CASCADE,
+                    PRIMARY KEY (device_id, callback_id)) WITHOUT ROWID;
+                CREATE INDEX callback_devices_callback_id ON callback_devices(callback_id);
+                INSERT INTO callbacks (received_at, service, request_id, remote_address, dedup_key, body)
+                    VALUES (1000, 'CarrierService', 'old', '10.0.0.1', 'key-old', '{"requestId":"old"}'),
+                           (2000, 'CarrierService', NULL, '10.0.0.1', 'key-none', '{}');
+                PRAGMA application_id = 1414745155;
+                PRAGMA user_version = 1;
+                """)
+
+            let reader = try SQLiteCallbackStore(path: path, readOnly: true)
+            #expect(try reader.query(CallbackFilter()).compactMap(\.requestID) == ["old"])
+            reader.close()
+            #expect(try sqliteValue(path, "PRAGMA user_version") == "1")
+
+            let store = try SQLiteCallbackStore(path: path)
+            defer { store.close() }
+            #expect(try sqliteValue(path, "PRAGMA user_version") == "2")
+            let indexes = Set(try sqliteRows(path, "SELECT name FROM sqlite_schema WHERE type = 'index'").compactMap { $0[0] })
+            #expect(!indexes.contains("callbacks_dedup_key"))
+            #expect(indexes.contains("callbacks_dedup_key_without_request_id"))
+            let receipts = try store.insert([
+                makeCallback(requestID: "old", dedupKey: "key-old"),
+                makeCallback(requestID: nil, dedupKey: "key-none"),
+                makeCallback(requestID: "new", dedupKey: "key-new"),
+            ])
+            #expect(receipts.map(\.duplicateOf) == [1, 2, nil])
+            #expect(try store.stats().total == 5)
+        }
+    }
+
+    @Test("repeats without a request id are found by their key alone, never matching one with a request id")
+    func repeatsWithoutRequestID() throws {
+        try withTemporaryDirectory { directory in
+            let store = try SQLiteCallbackStore(path: directory.databasePath)
+            defer { store.close() }
+            let first = try store.insert([
+                makeCallback(requestID: nil, dedupKey: "K"), makeCallback(requestID: "r", dedupKey: "K2"),
+            ])
+            let repeats = try store.insert([
+                makeCallback(requestID: nil, dedupKey: "K"), makeCallback(requestID: nil, dedupKey: "K2"),
+                makeCallback(requestID: "r", dedupKey: "K2"),
+            ])
+            #expect(first.map(\.duplicateOf) == [nil, nil])
+            #expect(repeats.map(\.duplicateOf) == [first[0].id, nil, first[1].id])
+        }
+    }
+
     @Test("opening refuses what it must not touch, with errors that say what to do")
     func openErrors() throws {
         try withTemporaryDirectory { directory in
@@ -339,7 +409,7 @@ struct StoreTests {
             let newer = directory.path + "/newer.db"
             try SQLiteCallbackStore(path: newer).close()
             _ = try sqliteRows(newer, "PRAGMA user_version = 7")
-            #expect(throws: CallbackStoreError.schemaTooNew(path: newer, found: 7, supported: 1)) {
+            #expect(throws: CallbackStoreError.schemaTooNew(path: newer, found: 7, supported: 2)) {
                 try SQLiteCallbackStore(path: newer)
             }
 

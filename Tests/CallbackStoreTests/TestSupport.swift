@@ -1,7 +1,8 @@
-import CallbackStore
 import Foundation
 import Logging
 import Synchronization
+
+@testable import CallbackStore
 
 /// A unique directory under the system temporary directory, removed by `remove()`.
 struct TemporaryDirectory {
@@ -93,8 +94,8 @@ final class CompletionLog: Sendable {
     }
 }
 
-/// Records the writer's events; can hold the writer thread inside the observer until released,
-/// so submissions pile up behind a "slow" commit.
+/// Records the writer's events; can hold the writer thread just before its next commits until
+/// released, so submissions pile up behind a "slow" commit.
 final class WriterProbe: Sendable {
     private let events = Mutex<[GroupCommitWriter.Event]>([])
     private let holdNext = Mutex<Int>(0)
@@ -102,8 +103,12 @@ final class WriterProbe: Sendable {
     private let release = DispatchSemaphore(value: 0)
 
     var observer: GroupCommitWriter.Observer {
-        { [self] event in
-            events.withLock { $0.append(event) }
+        { [self] event in events.withLock { $0.append(event) } }
+    }
+
+    /// Runs on the writer thread before each commit.
+    var beforeCommit: @Sendable () -> Void {
+        { [self] in
             let hold = holdNext.withLock { count in
                 guard count > 0 else { return false }
                 count -= 1
@@ -116,7 +121,20 @@ final class WriterProbe: Sendable {
         }
     }
 
-    /// The observer of the next `count` batches blocks until `resume()`.
+    /// A writer on `store` that this probe observes and can hold; `sync` makes each batch durable.
+    func writer(
+        store: SQLiteCallbackStore,
+        capacity: Int = 4096,
+        maxQueuedBytes: Int = 4 << 20,
+        logger: Logger = testLogger,
+        sync: @escaping GroupCommitWriter.Sync = { writeAheadLog throws(CallbackStoreError) in try writeAheadLog.sync() }
+    ) -> GroupCommitWriter {
+        GroupCommitWriter(
+            store: store, capacity: capacity, maxQueuedBytes: maxQueuedBytes, logger: logger, observer: observer,
+            beforeCommit: beforeCommit, sync: sync)
+    }
+
+    /// The next `count` commits wait, each until `resume()`.
     func holdNextBatches(_ count: Int = 1) {
         holdNext.withLock { $0 += count }
     }
@@ -179,4 +197,45 @@ struct CapturingLogHandler: LogHandler {
         let storage = Storage()
         return (Logger(label: "capture") { _ in CapturingLogHandler(storage: storage) }, storage)
     }
+}
+
+/// Stands in for the WAL fsync: can hold the next syncs until released, or fail them, as a slow
+/// or failing disk would; otherwise really syncs.
+final class SyncGate: Sendable {
+    private struct State {
+        var toHold = 0
+        var toFail = 0
+        var held = 0
+        var calls = 0
+    }
+
+    private let state = Mutex(State())
+    private let released = DispatchSemaphore(value: 0)
+
+    var sync: GroupCommitWriter.Sync {
+        { [self] writeAheadLog throws(CallbackStoreError) in
+            let (hold, fail) = state.withLock { state in
+                state.calls += 1
+                let hold = state.toHold > 0
+                let fail = !hold && state.toFail > 0
+                if hold {
+                    state.toHold -= 1
+                    state.held += 1
+                }
+                if fail { state.toFail -= 1 }
+                return (hold, fail)
+            }
+            if hold { _ = released.wait(timeout: .now() + 30) }
+            if fail { throw .ioError(message: "fdatasync of \(writeAheadLog.path): Input/output error") }
+            try writeAheadLog.sync()
+        }
+    }
+
+    func holdNext() { state.withLock { $0.toHold += 1 } }
+    func failNext(_ count: Int) { state.withLock { $0.toFail += count } }
+    func release() { released.signal() }
+    var calls: Int { state.withLock { $0.calls } }
+
+    /// Waits (bounded) until a sync is being held.
+    func waitForHeld() -> Bool { waitUntil { state.withLock { $0.held } > 0 } }
 }

@@ -13,8 +13,7 @@ struct WriterTests {
     func concurrentSubmits() throws {
         try withTemporaryDirectory { directory in
             let probe = WriterProbe()
-            let writer = GroupCommitWriter(
-                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath))
             let log = CompletionLog()
             let refused = Atomic<Int>(0)
             DispatchQueue.concurrentPerform(iterations: 50) { thread in
@@ -49,8 +48,7 @@ struct WriterTests {
     func groupCommitBatches() throws {
         try withTemporaryDirectory { directory in
             let probe = WriterProbe()
-            let writer = GroupCommitWriter(
-                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath))
             defer { writer.close() }
             let log = CompletionLog()
 
@@ -73,9 +71,8 @@ struct WriterTests {
     func queueFullRefuses() throws {
         try withTemporaryDirectory { directory in
             let probe = WriterProbe()
-            let writer = GroupCommitWriter(
-                store: try SQLiteCallbackStore(path: directory.databasePath),
-                capacity: 3, maxQueuedBytes: 1_000, logger: testLogger, observer: probe.observer)
+            let writer = probe.writer(
+                store: try SQLiteCallbackStore(path: directory.databasePath), capacity: 3, maxQueuedBytes: 1_000)
             defer { writer.close() }
             let log = CompletionLog()
 
@@ -112,43 +109,47 @@ struct WriterTests {
             let store = try SQLiteCallbackStore(path: directory.databasePath)
             let probe = WriterProbe()
             let (logger, logs) = CapturingLogHandler.logger()
-            let writer = GroupCommitWriter(store: store, logger: logger, observer: probe.observer)
+            let writer = probe.writer(store: store, logger: logger)
             defer { writer.close() }
             let log = CompletionLog()
             let body = [UInt8](repeating: UInt8(ascii: "x"), count: 20_000)  // needs new pages
 
-            // While the first commit is held, cap the file at its current size on the writer's
-            // connection (on the writer thread): the next batch cannot grow it, as on a full disk.
-            probe.holdNextBatches(1)
             #expect(writer.submit(makeCallback(requestID: "before", dedupKey: "before"), completion: log.completion))
+            #expect(log.wait(for: 1))
+
+            // While the next commit is held, cap the file at its current size on the writer's
+            // connection (the writer thread waits): no batch can grow it, as on a full disk.
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(requestID: "lost0", dedupKey: "lost0", body: body), completion: log.completion))
             #expect(probe.waitForHold(1))
             try store.executeForTesting("PRAGMA max_page_count = 1")
-            for index in 0..<3 {
+            for index in 1...2 {
                 #expect(writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)", body: body), completion: log.completion))
             }
-            probe.holdNextBatches(1)  // hold again after the failed batch
+            probe.holdNextBatches(1)  // hold again before the next batch
             probe.resume()
             #expect(probe.waitForHold(2))
 
-            #expect(probe.failedBatchSizes == [3])
-            #expect(log.count == 4)
+            #expect(probe.failedBatchSizes == [1])
+            #expect(log.count == 2)
+            #expect(log.errors.count == 1)
+            #expect(writer.isFailing)
+
+            // The second failing batch is not logged again.
+            probe.holdNextBatches(1)
+            #expect(writer.submit(makeCallback(requestID: "after", dedupKey: "after", body: body), completion: log.completion))
+            probe.resume()
+            #expect(probe.waitForHold(3))
+            #expect(probe.failedBatchSizes == [1, 2])
             #expect(log.errors.count == 3)
             #expect(log.errors.allSatisfy { if case .full = $0 { true } else { false } })
             #expect(log.errors.allSatisfy { !$0.description.contains("xxxx") && $0.description.contains("free disk space") })
             #expect(writer.isFailing)
 
-            // A second failing batch is not logged again.
-            probe.holdNextBatches(1)
-            #expect(writer.submit(makeCallback(requestID: "lost3", dedupKey: "lost3", body: body), completion: log.completion))
-            probe.resume()
-            #expect(probe.waitForHold(3))
-            #expect(probe.failedBatchSizes == [3, 1])
-
             // The disk "has space again".
             try store.executeForTesting("PRAGMA max_page_count = 1073741823")
             probe.resume()
-            #expect(writer.submit(makeCallback(requestID: "after", dedupKey: "after", body: body), completion: log.completion))
-            #expect(log.wait(for: 6))
+            #expect(log.wait(for: 5))
             #expect(log.receipts.count == 2)
             #expect(!writer.isFailing)
             writer.close()
@@ -158,12 +159,73 @@ struct WriterTests {
             #expect(logs.all.filter { $0.message.contains("recovered") }.count == 1)
             #expect(!logs.all.contains { $0.metadata.description.contains("xxxx") })
             #expect(writer.statistics.failedBatches == 2)
-            #expect(writer.statistics.failedCallbacks == 4)
+            #expect(writer.statistics.failedCallbacks == 3)
 
             let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
             defer { reader.close() }
             let stored = try reader.query(CallbackFilter(limit: 10, includeDuplicates: true)).compactMap(\.requestID)
             #expect(Set(stored) == ["before", "after"])
+        }
+    }
+
+    @Test("a batch is acknowledged only after its sync, and the next one is written while it syncs")
+    func acknowledgesAfterSyncAndPipelines() throws {
+        try withTemporaryDirectory { directory in
+            let gate = SyncGate()
+            let probe = WriterProbe()
+            let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath), sync: gate.sync)
+            defer { writer.close() }
+            let log = CompletionLog()
+
+            gate.holdNext()
+            #expect(writer.submit(makeCallback(requestID: "a"), completion: log.completion))
+            #expect(gate.waitForHeld())
+            #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
+            // b is committed (a reader sees both rows) while a's sync is held, and neither is acknowledged.
+            let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
+            defer { reader.close() }
+            #expect(waitUntil { (try? reader.stats().total) == 2 })
+            #expect(log.count == 0)
+            #expect(probe.committedBatchSizes.isEmpty)
+
+            gate.release()
+            #expect(log.wait(for: 2))
+            #expect(log.receipts.count == 2)
+            #expect(gate.calls == 2)
+            #expect(probe.committedBatchSizes == [1, 1])
+        }
+    }
+
+    @Test("a failed sync fails its batch, is logged once per episode, and a good sync ends it")
+    func failedSync() throws {
+        try withTemporaryDirectory { directory in
+            let gate = SyncGate()
+            let (logger, logs) = CapturingLogHandler.logger()
+            let writer = WriterProbe().writer(
+                store: try SQLiteCallbackStore(path: directory.databasePath), logger: logger, sync: gate.sync)
+            defer { writer.close() }
+            let log = CompletionLog()
+
+            gate.failNext(2)
+            #expect(writer.submit(makeCallback(requestID: "a"), completion: log.completion))
+            #expect(log.wait(for: 1))
+            #expect(waitUntil { writer.isFailing })
+            #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
+            #expect(log.wait(for: 2))
+            #expect(log.errors.count == 2)
+            #expect(log.errors.allSatisfy { if case .ioError = $0 { true } else { false } })
+            #expect(writer.isFailing)
+
+            #expect(writer.submit(makeCallback(requestID: "c"), completion: log.completion))
+            #expect(log.wait(for: 3))
+            #expect(log.receipts.count == 1)
+            #expect(waitUntil { !writer.isFailing })
+            writer.close()
+
+            #expect(logs.all.filter { $0.level >= .error }.count == 1)
+            #expect(logs.all.filter { $0.message.contains("recovered") }.count == 1)
+            #expect(writer.statistics.failedBatches == 2)
+            #expect(writer.statistics.committedCallbacks == 1)
         }
     }
 
@@ -196,8 +258,7 @@ struct WriterTests {
     func closeCommitsPending() throws {
         try withTemporaryDirectory { directory in
             let probe = WriterProbe()
-            let writer = GroupCommitWriter(
-                store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger, observer: probe.observer)
+            let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath))
             let log = CompletionLog()
             probe.holdNextBatches(1)
             #expect(writer.submit(makeCallback(dedupKey: "held"), completion: log.completion))

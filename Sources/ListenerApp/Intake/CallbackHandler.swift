@@ -127,12 +127,14 @@ public final class CallbackHandler: HTTPRequestHandler {
 
     /// `{pathPrefix}/{Service}` → `Service`; nil for any other path.
     func serviceName(in path: Substring) -> String? {
-        guard path.hasPrefix(pathPrefix) else { return nil }
-        let rest = path.dropFirst(pathPrefix.count)
-        guard rest.first == "/" else { return nil }
+        // Bytes, not Characters: this runs for every request.
+        let bytes = path.utf8
+        guard bytes.starts(with: pathPrefix.utf8) else { return nil }
+        let rest = bytes.dropFirst(pathPrefix.utf8.count)
+        guard rest.first == UInt8(ascii: "/") else { return nil }
         let name = rest.dropFirst()
-        guard !name.isEmpty, !name.contains("/") else { return nil }
-        return String(name)
+        guard !name.isEmpty, !name.contains(UInt8(ascii: "/")) else { return nil }
+        return String(Substring(name))
     }
 
     /// `application/json`, any letter case, with optional parameters such as
