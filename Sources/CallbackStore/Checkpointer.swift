@@ -9,27 +9,38 @@ import Logging
 /// checkpoint takes no lock the writer needs. It cannot restart the WAL while commits keep
 /// coming, so the writer keeps a large automatic threshold (`Schema.writerPragmas`) that restarts
 /// it; by then nearly everything is copied, and that checkpoint is short.
+///
+/// Owned by the writing `SQLiteCallbackStore`, which drops this connection whenever it drops its
+/// own: after the file was moved, no connection may stay on the old file while the new one is
+/// created, since both would share the `-shm` file by name.
 final class Checkpointer: @unchecked Sendable {
     static let interval: TimeInterval = 0.05
 
     private let path: String
     private let logger: Logger
     private let condition = NSCondition()
-    private var isStopping = false  // guarded by condition
-    private var isStopped = false  // guarded by condition
+    // Guarded by condition:
+    private var isStopping = false
+    private var isStopped = false
+    private var connection: SQLiteConnection?
 
     init(path: String, logger: Logger) {
         self.path = path
         self.logger = logger
-    }
-
-    func start() {
         let thread = Thread { [self] in run() }
         thread.name = "callback-store-checkpoint"
         thread.start()
     }
 
-    /// Ends the thread and waits for it, so its connection is closed before the writer's.
+    /// Closes the connection now, waiting for a checkpoint in progress; the next round opens a new one.
+    func dropConnection() {
+        condition.lock()
+        defer { condition.unlock() }
+        connection?.close()
+        connection = nil
+    }
+
+    /// Ends the thread and waits for it, its connection closed.
     func stop() {
         condition.lock()
         defer { condition.unlock() }
@@ -41,35 +52,32 @@ final class Checkpointer: @unchecked Sendable {
     }
 
     private func run() {
-        var connection: SQLiteConnection?
-        while waitForNextRound() {
-            do {
-                if connection == nil {
-                    // Never creates the file: after a move the writer decides what lives at `path`.
-                    connection = try SQLiteConnection(path: path, readOnly: false, create: false)
-                }
-                try connection?.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            } catch {
-                // The writer reports a failing disk; this only retries with a fresh connection.
-                logger.debug("WAL checkpoint failed; retrying", metadata: ["error": "\(error)"])
-                connection?.close()
-                connection = nil
-            }
-        }
-        connection?.close()
-        condition.lock()
-        isStopped = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Waits `interval`; false once asked to stop.
-    private func waitForNextRound() -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        if !isStopping {
+        while !isStopping {
             _ = condition.wait(until: Date(timeIntervalSinceNow: Self.interval))
+            if isStopping { break }
+            checkpoint()
         }
-        return !isStopping
+        connection?.close()
+        connection = nil
+        isStopped = true
+        condition.broadcast()
+    }
+
+    /// Under the lock: a PASSIVE checkpoint takes a few milliseconds at most.
+    private func checkpoint() {
+        do {
+            if connection == nil {
+                // Never creates the file: the writer decides what lives at `path`.
+                connection = try SQLiteConnection(path: path, readOnly: false, create: false)
+            }
+            try connection?.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        } catch {
+            // The writer reports a failing disk; this only retries with a fresh connection.
+            logger.debug("WAL checkpoint failed; retrying", metadata: ["error": "\(error)"])
+            connection?.close()
+            connection = nil
+        }
     }
 }

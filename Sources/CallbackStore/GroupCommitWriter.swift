@@ -82,12 +82,11 @@ public final class GroupCommitWriter: Sendable {
         self.mailbox = mailbox
         let outcomes = Outcomes(mailbox: mailbox, logger: logger, observer: observer)
         let syncStage = SyncStage(sync: sync, outcomes: outcomes)
-        let checkpointer = Checkpointer(path: store.path, logger: logger)
-        checkpointer.start()
+        store.startCheckpointing()
         let writerThread = Thread {
             mailbox.registerOwnThread()
             let loop = WriterLoop(
-                store: store, mailbox: mailbox, syncStage: syncStage, checkpointer: checkpointer, outcomes: outcomes,
+                store: store, mailbox: mailbox, syncStage: syncStage, outcomes: outcomes,
                 beforeCommit: beforeCommit)
             loop.run()
         }
@@ -228,7 +227,6 @@ private struct WriterLoop {
     let store: SQLiteCallbackStore
     let mailbox: WriterMailbox
     let syncStage: SyncStage
-    let checkpointer: Checkpointer
     let outcomes: Outcomes
     let beforeCommit: (@Sendable () -> Void)?
 
@@ -242,7 +240,6 @@ private struct WriterLoop {
             if batch.isEmpty { probe() } else { commit(batch) }
         }
         syncStage.finish()
-        checkpointer.stop()
         store.close()
         mailbox.markStopped()
     }

@@ -20,6 +20,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var connection: SQLiteConnection?
     /// The WAL of a writable connection, opened with it: see `WriteAheadLog`.
     private var writeAheadLog: WriteAheadLog?
+    /// The service's background checkpoints, on a connection of their own.
+    private var checkpointer: Checkpointer?
     private var isClosed = false
     private let decoder = JSONDecoder()
     private let logger: Logger
@@ -43,12 +45,21 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// Closes the connection; later calls throw `.closed`. Idempotent.
     public func close() {
         isClosed = true
+        checkpointer?.stop()
+        checkpointer = nil
         dropConnection()
+    }
+
+    /// Starts checkpointing the WAL in the background (see `Checkpointer`), for a long-lived writer.
+    func startCheckpointing() {
+        guard !isReadOnly, checkpointer == nil else { return }
+        checkpointer = Checkpointer(path: path, logger: logger)
     }
 
     /// Closes the connection; the next call opens a new one (after a failed fsync, say, so that SQLite
     /// reads the WAL from disk again instead of trusting its cache).
     func dropConnection() {
+        checkpointer?.dropConnection()
         connection?.close()
         connection = nil
         writeAheadLog = nil

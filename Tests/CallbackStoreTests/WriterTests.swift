@@ -229,6 +229,24 @@ struct WriterTests {
         }
     }
 
+    @Test("committed pages reach the database file in the background, long before the WAL's own checkpoint")
+    func checkpointsInTheBackground() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: path), logger: testLogger)
+            defer { writer.close() }
+            let sizeBefore = try fileSize(path)
+            let log = CompletionLog()
+            // About 100 pages: far below the 2,000 pages of the writer's automatic checkpoint.
+            let body = [UInt8](repeating: UInt8(ascii: " "), count: 4_000)
+            for index in 0..<100 {
+                #expect(writer.submit(makeCallback(requestID: "r\(index)", body: body), completion: log.completion))
+            }
+            #expect(log.wait(for: 100))
+            #expect(waitUntil { ((try? fileSize(path)) ?? 0) > sizeBefore + 300_000 })
+        }
+    }
+
     @Test("a database file removed under the writer is recreated at its path, nothing goes to the lost file")
     func reopensAfterTheFileMoved() throws {
         try withTemporaryDirectory { directory in
@@ -312,4 +330,8 @@ struct WriterTests {
             #expect(!writer.submit(makeCallback()) { _ in })
         }
     }
+}
+
+private func fileSize(_ path: String) throws -> Int {
+    (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
 }
