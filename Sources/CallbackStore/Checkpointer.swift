@@ -27,8 +27,10 @@ final class Checkpointer: @unchecked Sendable {
     init(path: String, logger: Logger) {
         self.path = path
         self.logger = logger
-        let thread = Thread { [self] in run() }
-        thread.name = "callback-store-checkpoint"
+        let thread = Thread { [self] in
+            nameCurrentThread("store-checkpt")
+            run()
+        }
         thread.start()
     }
 
