@@ -33,12 +33,16 @@ deps-bench:
 build: deps-run
 	$(SWIFT) build
 
+# The Swift runtime and Foundation linked statically: the service maps only the parts it uses
+# (peak RSS about 6 MB lower, see bench/RESULTS.md) and needs no Swift toolchain where it runs.
+RELEASE_FLAGS := -c release --static-swift-stdlib
+
 release: deps-run
-	$(SWIFT) build -c release
+	$(SWIFT) build $(RELEASE_FLAGS)
 
 run: release
 	mkdir -p var
-	$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener serve --config $(CONFIG)
+	$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener serve --config $(CONFIG)
 
 test: deps-test check-units
 	$(SWIFT) build --build-tests
@@ -65,7 +69,7 @@ CONFDIR ?= /etc/thingspace-listener
 UNITS := thingspace-listener.service thingspace-listener.socket thingspace-listener-admin.socket
 
 install: release
-	install -D -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/thingspace-listener" "$(DESTDIR)$(BINDIR)/thingspace-listener"
+	install -D -m 0755 "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener" "$(DESTDIR)$(BINDIR)/thingspace-listener"
 	install -d "$(DESTDIR)$(UNITDIR)"
 	for unit in $(UNITS); do \
 		sed 's|/usr/local/bin/thingspace-listener|$(BINDIR)/thingspace-listener|g' systemd/$$unit > "$(DESTDIR)$(UNITDIR)/$$unit" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; \

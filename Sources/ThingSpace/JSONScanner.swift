@@ -32,7 +32,7 @@ struct JSONScanner {
         }
         try enter()  // the top-level object counts toward the nesting limit
         index += 1
-        var seen = Set<String>()
+        var seen = MemberNames()
         skipWhitespace()
         if peek() == UInt8(ascii: "}") {
             index += 1
@@ -40,7 +40,7 @@ struct JSONScanner {
             while true {
                 skipWhitespace()
                 let name = try scanString()
-                guard seen.insert(name).inserted else { throw .duplicateMember(name) }
+                guard seen.insert(name) else { throw .duplicateMember(name) }
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"), "':' after a member name")
                 skipWhitespace()
@@ -379,5 +379,22 @@ public enum JSONEncoding {
     /// Appends `text` as a JSON string literal.
     public static func appendString(_ text: String, to output: inout [UInt8]) {
         JSONScanner.appendCanonicalString(text, to: &output)
+    }
+}
+
+/// The member names seen so far in one object. A callback has about ten: comparing them is
+/// cheaper than hashing each one, so a set is built only for large objects.
+private struct MemberNames {
+    static let linearLimit = 16
+    private var names: [String] = []
+    private var set: Set<String>?
+
+    /// False when `name` was seen before.
+    mutating func insert(_ name: String) -> Bool {
+        if set != nil { return set!.insert(name).inserted }
+        if names.contains(name) { return false }
+        names.append(name)
+        if names.count > Self.linearLimit { set = Set(names) }
+        return true
     }
 }

@@ -95,6 +95,17 @@ func fixture(_ name: String) throws -> [UInt8] {
         #expect(throws: CallbackEnvelopeError.self, "\(why)") { try CallbackEnvelope(body: Array(body.utf8)) }
     }
 
+    @Test(arguments: [3, 16, 17, 40])
+    func aRepeatedTopLevelNameIsFoundInObjectsOfAnySize(members: Int) {
+        let names = (0..<members).map { "\"m\($0)\":\($0)" }
+        let distinct = "{" + names.joined(separator: ",") + "}"
+        #expect(throws: Never.self) { try CallbackEnvelope(body: Array(distinct.utf8)) }
+        for repeated in [0, members - 1] {
+            let body = "{" + names.joined(separator: ",") + ",\"m\(repeated)\":true}"
+            #expect(throws: CallbackEnvelopeError.self, "m\(repeated) twice") { try CallbackEnvelope(body: Array(body.utf8)) }
+        }
+    }
+
     @Test func rejectsInvalidUTF8AndDeepNesting() {
         #expect(throws: CallbackEnvelopeError.invalidUTF8(offset: 6)) {
             try CallbackEnvelope(body: Array("{\"a\":\"".utf8) + [0xC3, 0x28] + Array("\"}".utf8))
