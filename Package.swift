@@ -24,10 +24,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        // System-library shims: headers plus static inline wrappers for the
-        // C APIs Swift cannot call directly (variadic curl_easy_setopt,
-        // SQLITE_TRANSIENT).
-        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        // System-library shims: headers plus wrappers for the C APIs Swift
+        // cannot call directly (variadic curl_easy_setopt, SQLITE_TRANSIENT).
+        // libcurl is loaded on first use (see CCurl.h), so it is not linked.
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
 
         .target(name: "HTTP1", swiftSettings: strict),

@@ -6,9 +6,10 @@
 import CCurl
 import Synchronization
 
-/// libcurl's global state is initialised once per process, before the first
-/// handle (Swift runs a global's initialiser exactly once, thread-safely).
-private let curlGlobalInitResult: CURLcode = ccurl_global_init_default()
+/// libcurl is loaded and initialised once per process, before the first handle
+/// (Swift runs a global's initialiser exactly once, thread-safely): nil when it
+/// worked, else what failed.
+private let curlLoadError: String? = ccurl_load().map { String(cString: $0) }
 
 /// A transport failure: the request got no HTTP answer (or an unusable one).
 /// `message` is libcurl's own text; URLs we build carry no secrets.
@@ -104,8 +105,8 @@ public final class CurlHTTPClient: Sendable {
     /// Performs one exchange. Any HTTP status is a response; only a transport
     /// failure throws. Blocks the calling thread; one call at a time.
     public func send(_ request: Request) throws(CurlTransportError) -> Response {
-        guard curlGlobalInitResult == CURLE_OK else {
-            throw CurlTransportError(kind: .other, curlCode: Int(curlGlobalInitResult.rawValue), message: "libcurl could not be initialised")
+        if let curlLoadError {
+            throw CurlTransportError(kind: .other, curlCode: -1, message: curlLoadError)
         }
         try Self.validate(request)
         let limits = TransferLimits(
@@ -151,32 +152,33 @@ struct TransferLimits {
 private struct EasyHandle: ~Copyable {
     private var pointer: UnsafeMutableRawPointer?
 
-    init() { pointer = curl_easy_init() }
+    /// Made on the first transfer, once `send` has loaded libcurl.
+    init() { pointer = nil }
 
     mutating func cleanup() {
-        if let pointer { curl_easy_cleanup(pointer) }
+        if let pointer { ccurl_easy_cleanup(pointer) }
         pointer = nil
     }
 
     mutating func perform(_ request: CurlHTTPClient.Request, limits: TransferLimits) throws(CurlTransportError) -> CurlHTTPClient.Response {
-        if pointer == nil { pointer = curl_easy_init() }
+        if pointer == nil { pointer = ccurl_easy_init() }
         guard let easy = pointer else {
             throw CurlTransportError(kind: .other, curlCode: -1, message: "curl_easy_init failed (out of memory?)")
         }
-        curl_easy_reset(easy)
+        ccurl_easy_reset(easy)
 
         let collector = ResponseCollector(maxBodyBytes: limits.maxResponseBytes)
         var errorBuffer = [CChar](repeating: 0, count: ccurl_error_buffer_size() + 1)
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        defer { curl_slist_free_all(headerList) }
+        defer { ccurl_slist_free_all(headerList) }
 
         for field in request.headers {
-            headerList = curl_slist_append(headerList, "\(field.name): \(field.value)")
+            headerList = ccurl_slist_append(headerList, "\(field.name): \(field.value)")
         }
         // Never wait for 100-continue; never send libcurl's default form type.
-        headerList = curl_slist_append(headerList, "Expect:")
+        headerList = ccurl_slist_append(headerList, "Expect:")
         if !request.headers.contains(where: { $0.name.lowercased() == "content-type" }) {
-            headerList = curl_slist_append(headerList, "Content-Type:")
+            headerList = ccurl_slist_append(headerList, "Content-Type:")
         }
 
         let code: CURLcode = withExtendedLifetime(collector) {
@@ -218,7 +220,7 @@ private struct EasyHandle: ~Copyable {
                     }
                 }
                 if let failed = setup.first(where: { $0 != CURLE_OK }) { return failed }
-                return curl_easy_perform(easy)
+                return ccurl_easy_perform(easy)
             }
         }
 
@@ -229,7 +231,7 @@ private struct EasyHandle: ~Copyable {
                     message: "response body larger than \(limits.maxResponseBytes) bytes")
             }
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            let message = detail.isEmpty ? String(cString: ccurl_easy_strerror(code)) : detail
             throw CurlTransportError(kind: Self.kind(of: code), curlCode: Int(code.rawValue), message: message)
         }
         var status = 0

@@ -78,6 +78,7 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let listener = try ListenerFixture(
             port: thingspace.listenerPort, extraConfiguration: thingspace.configuration())
         try listener.process.waitForLog("registered with ThingSpace")
+        #expect(try mappedFiles(of: listener.process.pid).contains("libcurl"))
         let registrations = thingspace.sandbox.registrations
         #expect(Set(registrations.map(\.serviceName)) == ["CarrierService", "DeviceUsage"])
         for registration in registrations {
@@ -102,6 +103,16 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         #expect(deletes.allSatisfy { $0.status == 200 })
         expectNoSecret(in: listener.process.logLines, secrets: thingspace.secrets)
         thingspace.sandbox.stop()
+    }
+
+    /// libcurl (and the TLS stack it pulls in) is loaded on first use: about 5.6 MB a listener that
+    /// does not register never maps.
+    @Test func aListenerThatDoesNotRegisterNeverLoadsLibcurl() throws {
+        let listener = try ListenerFixture()
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "no-curl")).status == 200)
+        let mapped = try mappedFiles(of: listener.process.pid)
+        #expect(mapped.contains("libsqlite3"))
+        #expect(!mapped.contains("libcurl"))
     }
 
     @Test func anIdenticalRegistrationIsKeptAndAnotherIsReplaced() throws {
@@ -242,4 +253,14 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         sandbox.signal(SIGINT)
         #expect(sandbox.waitForExit() == 0)
     }
+}
+
+/// The memory map of a running process, as text. Read to the end: /proc files report no size, and
+/// reading "the whole file" by its size stops after the first page.
+private func mappedFiles(of pid: Int32) throws -> String {
+    guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/maps") else { throw ProcessError.didNotStart("no process \(pid)") }
+    defer { try? handle.close() }
+    var text = Data()
+    while let chunk = try handle.read(upToCount: 65_536), !chunk.isEmpty { text.append(chunk) }
+    return String(decoding: text, as: UTF8.self)
 }
