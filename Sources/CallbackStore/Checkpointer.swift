@@ -10,9 +10,10 @@ import Logging
 /// coming, so the writer keeps a large automatic threshold (`Schema.writerPragmas`) that restarts
 /// it; by then nearly everything is copied, and that checkpoint is short.
 ///
-/// Owned by the writing `SQLiteCallbackStore`, which drops this connection whenever it drops its
-/// own: after the file was moved, no connection may stay on the old file while the new one is
-/// created, since both would share the `-shm` file by name.
+/// Owned by the writing `SQLiteCallbackStore`, which pauses it (closing its connection) whenever it
+/// drops its own, and resumes it once it has opened a new one: after the file was moved, no
+/// connection may stay on the old file, or open the new one before the writer, since both files
+/// share the `-wal` and `-shm` names.
 final class Checkpointer: @unchecked Sendable {
     static let interval: TimeInterval = 0.05
 
@@ -22,6 +23,7 @@ final class Checkpointer: @unchecked Sendable {
     // Guarded by condition:
     private var isStopping = false
     private var isStopped = false
+    private var isPaused = false
     private var connection: SQLiteConnection?
 
     init(path: String, logger: Logger) {
@@ -34,12 +36,21 @@ final class Checkpointer: @unchecked Sendable {
         thread.start()
     }
 
-    /// Closes the connection now, waiting for a checkpoint in progress; the next round opens a new one.
-    func dropConnection() {
+    /// Closes the connection now, waiting for a checkpoint in progress, and checkpoints no more
+    /// until `resume()`.
+    func pause() {
         condition.lock()
         defer { condition.unlock() }
+        isPaused = true
         connection?.close()
         connection = nil
+    }
+
+    /// Checkpoints again from the next round, on a new connection.
+    func resume() {
+        condition.lock()
+        defer { condition.unlock() }
+        isPaused = false
     }
 
     /// Ends the thread and waits for it, its connection closed.
@@ -59,7 +70,7 @@ final class Checkpointer: @unchecked Sendable {
         while !isStopping {
             _ = condition.wait(until: Date(timeIntervalSinceNow: Self.interval))
             if isStopping { break }
-            checkpoint()
+            if !isPaused { checkpoint() }
         }
         connection?.close()
         connection = nil

@@ -17,12 +17,16 @@ import Darwin
 /// 2. the sync thread fsyncs the WAL (`WriteAheadLog.sync`), then reports each outcome.
 ///
 /// So batch N+1 is written while batch N is synced, and nothing is acknowledged before it is on
-/// disk. At most two batches are in flight (one syncing, one waiting for the next sync): beyond
-/// that the writer waits, the queue fills, and a stuck disk shows as 503s and a still heartbeat.
+/// disk. At most three committed batches are in flight (one syncing, one waiting for the next
+/// sync, one the writer holds until there is room): beyond that the queue fills, and a stuck disk
+/// shows as 503s and a still heartbeat.
 ///
 /// `submit` never blocks on the disk: it appends under a short lock and signals the thread.
 /// A store error fails the whole batch (nothing unsaved is acknowledged), is logged once per
 /// failure episode, and later batches try again, so the writer recovers when the disk does.
+/// A failed fsync also fails every batch committed after it, whatever their own fsync says, until
+/// the store has recovered (`SQLiteCallbackStore.recoverFromFailedSync`). A failed batch may
+/// still be in the database: it was answered 503, and its retry is stored as a repeat of it.
 public final class GroupCommitWriter: Sendable {
     public typealias Completion = @Sendable (Result<CommitReceipt, CallbackStoreError>) -> Void
 
@@ -54,8 +58,8 @@ public final class GroupCommitWriter: Sendable {
     /// - Parameters:
     ///   - capacity: submissions that may wait; more are refused (answer 503 with Retry-After).
     ///   - maxQueuedBytes: body bytes that may wait, to bound memory; one callback is always accepted
-    ///     into an empty queue. The writer holds at most about twice this: the waiting callbacks
-    ///     and the batch being committed.
+    ///     into an empty queue. The writer holds at most about four times this: the waiting
+    ///     callbacks and up to three committed batches in flight.
     ///   - observer: called on the writer's threads after each batch, for metrics; keep it short.
     public convenience init(
         store: SQLiteCallbackStore,
@@ -231,46 +235,64 @@ private struct WriterLoop {
     let beforeCommit: (@Sendable () -> Void)?
 
     func run() {
+        var sequence: UInt64 = 0
         while let batch = mailbox.nextBatch() {
-            if syncStage.takeFailure() {
-                // After a failed fsync the kernel may have dropped the unwritten pages: read the
-                // WAL from disk again rather than trust SQLite's view of it.
-                store.dropConnection()
+            if batch.isEmpty {
+                probe()
+            } else {
+                sequence += 1
+                commit(batch, sequence: sequence)
             }
-            if batch.isEmpty { probe() } else { commit(batch) }
         }
         syncStage.finish()
         store.close()
         mailbox.markStopped()
     }
 
-    private func commit(_ batch: [WriterQueue.Submission]) {
+    private func commit(_ batch: [WriterQueue.Submission], sequence: UInt64) {
         beforeCommit?()
         let start = ContinuousClock.now
         do {
+            try recoverFromFailedSync()
             let (receipts, writeAheadLog) = try store.insertUnsynced(batch.map(\.callback))
-            syncStage.submit(SyncStage.Ticket(batch: batch, receipts: receipts, writeAheadLog: writeAheadLog, started: start))
+            syncStage.submit(SyncStage.Ticket(
+                batch: batch, receipts: receipts, writeAheadLog: writeAheadLog, started: start, sequence: sequence))
         } catch {
-            outcomes.failed(batch, error: error, started: start)
+            outcomes.failed(batch, error: error, started: start, sequence: sequence)
         }
     }
 
     /// Ends a failure episode as soon as a write succeeds again; a probe that
     /// fails changes nothing (the episode was logged when it began).
     private func probe() {
-        guard outcomes.isInEpisode, (try? store.probeWrite()) != nil else { return }
+        guard outcomes.isInEpisode, (try? recoverFromFailedSync()) != nil, (try? store.probeWrite()) != nil else { return }
         outcomes.endEpisode()
+    }
+
+    /// After a failed fsync: once every batch handed over has been answered (the sync stage fails
+    /// them all), the store empties its WAL before anything new is committed.
+    private func recoverFromFailedSync() throws(CallbackStoreError) {
+        guard syncStage.hasFailed else { return }
+        store.noteFailedSync()
+        syncStage.waitUntilIdle()
+        try store.recoverFromFailedSync()
+        syncStage.clearFailure()
     }
 }
 
 /// The sync thread: fsyncs the WAL once for every batch committed since the last sync, then
 /// acknowledges them in commit order.
+///
+/// A failed sync is sticky: every batch handed over after it fails without a sync (its frames
+/// follow the failed ones in the WAL) until the writer has recovered the store and cleared it.
 final class SyncStage: @unchecked Sendable {
     struct Ticket {
         var batch: [WriterQueue.Submission]
         var receipts: [CommitReceipt]
         var writeAheadLog: WriteAheadLog
         var started: ContinuousClock.Instant
+        /// Commit order, to tell a success that came before a failure from one after it.
+        var sequence: UInt64
     }
 
     static let maxWaiting = 1
@@ -281,7 +303,7 @@ final class SyncStage: @unchecked Sendable {
     private var waiting: [Ticket] = []
     private var isSyncing = false
     private var isFinished = false
-    private var failedSinceLastLook = false
+    private var failure: CallbackStoreError?
 
     init(sync: @escaping GroupCommitWriter.Sync, outcomes: Outcomes) {
         self.sync = sync
@@ -300,12 +322,27 @@ final class SyncStage: @unchecked Sendable {
         condition.broadcast()
     }
 
-    /// On the writer thread: whether a sync failed since the last call.
-    func takeFailure() -> Bool {
+    /// Whether a sync failed and the failure was not cleared yet.
+    var hasFailed: Bool {
         condition.lock()
         defer { condition.unlock() }
-        defer { failedSinceLastLook = false }
-        return failedSinceLastLook
+        return failure != nil
+    }
+
+    /// On the writer thread: waits until every batch handed over has been answered.
+    func waitUntilIdle() {
+        condition.lock()
+        defer { condition.unlock() }
+        while !waiting.isEmpty || isSyncing {
+            condition.wait()
+        }
+    }
+
+    /// On the writer thread, once the store has recovered and nothing is in flight.
+    func clearFailure() {
+        condition.lock()
+        defer { condition.unlock() }
+        failure = nil
     }
 
     /// On the writer thread, last: waits until every batch handed over is acknowledged, then ends
@@ -321,8 +358,8 @@ final class SyncStage: @unchecked Sendable {
     }
 
     func run() {
-        while let tickets = next() {
-            var failure: CallbackStoreError?
+        while let (tickets, earlierFailure) = next() {
+            var failure = earlierFailure
             var synced: [ObjectIdentifier] = []
             for ticket in tickets where failure == nil && !synced.contains(ObjectIdentifier(ticket.writeAheadLog)) {
                 do {
@@ -332,22 +369,28 @@ final class SyncStage: @unchecked Sendable {
                     failure = error
                 }
             }
+            if let failure, earlierFailure == nil {
+                // Before any completion runs: the writer must not commit behind the failed frames.
+                condition.lock()
+                self.failure = failure
+                condition.unlock()
+            }
             for ticket in tickets {
                 if let failure {
-                    outcomes.failed(ticket.batch, error: failure, started: ticket.started)
+                    outcomes.failed(ticket.batch, error: failure, started: ticket.started, sequence: ticket.sequence)
                 } else {
                     outcomes.committed(ticket)
                 }
             }
             condition.lock()
             isSyncing = false
-            if failure != nil { failedSinceLastLook = true }
             condition.broadcast()
             condition.unlock()
         }
     }
 
-    private func next() -> [Ticket]? {
+    /// The next tickets, and the failure they inherit; nil once finished.
+    private func next() -> ([Ticket], CallbackStoreError?)? {
         condition.lock()
         defer { condition.unlock() }
         while waiting.isEmpty {
@@ -358,7 +401,7 @@ final class SyncStage: @unchecked Sendable {
         waiting = []
         isSyncing = true
         condition.broadcast()
-        return tickets
+        return (tickets, failure)
     }
 }
 
@@ -370,6 +413,8 @@ final class Outcomes: Sendable {
         var batches = 0
         var callbacks = 0
         var lastError: CallbackStoreError
+        /// The last failed batch: a success committed before it does not end the episode.
+        var lastFailedSequence: UInt64
     }
 
     private let mailbox: WriterMailbox
@@ -394,11 +439,13 @@ final class Outcomes: Sendable {
         }
         mailbox.committedBatches.add(1, ordering: .relaxed)
         mailbox.committedCallbacks.add(UInt64(ticket.batch.count), ordering: .relaxed)
-        endEpisode()
+        endEpisode(committedSequence: ticket.sequence)
         observer?(.committed(batchSize: ticket.batch.count, duration: duration))
     }
 
-    func failed(_ batch: [WriterQueue.Submission], error: CallbackStoreError, started: ContinuousClock.Instant) {
+    func failed(
+        _ batch: [WriterQueue.Submission], error: CallbackStoreError, started: ContinuousClock.Instant, sequence: UInt64
+    ) {
         let duration = ContinuousClock.now - started
         for submission in batch {
             submission.completion(.failure(error))
@@ -408,15 +455,19 @@ final class Outcomes: Sendable {
         let begins = episode.withLock { episode in
             let begins = episode == nil
             if begins {
-                episode = FailureEpisode(started: .now, lastError: error)
+                episode = FailureEpisode(started: .now, lastError: error, lastFailedSequence: sequence)
+                // Under the lock, so that `isFailing` always says whether an episode is open.
+                mailbox.isFailing.store(true, ordering: .relaxed)
             }
             episode?.batches += 1
             episode?.callbacks += batch.count
             episode?.lastError = error
+            if let last = episode?.lastFailedSequence, sequence > last {
+                episode?.lastFailedSequence = sequence
+            }
             return begins
         }
         if begins {
-            mailbox.isFailing.store(true, ordering: .relaxed)
             logger.error(
                 "Storing callbacks failed; answering 503 until the store works again",
                 metadata: ["error": "\(error)", "batch.size": "\(batch.count)"]
@@ -425,9 +476,16 @@ final class Outcomes: Sendable {
         observer?(.failed(batchSize: batch.count, duration: duration, error: error))
     }
 
-    func endEpisode() {
-        guard let ended = episode.withLock({ episode in defer { episode = nil }; return episode }) else { return }
-        mailbox.isFailing.store(false, ordering: .relaxed)
+    /// Ends the episode: after a probe (nil), or a batch committed after the last failed one.
+    func endEpisode(committedSequence: UInt64? = nil) {
+        let ended = episode.withLock { episode -> FailureEpisode? in
+            guard let current = episode else { return nil }
+            if let committedSequence, committedSequence < current.lastFailedSequence { return nil }
+            episode = nil
+            mailbox.isFailing.store(false, ordering: .relaxed)
+            return current
+        }
+        guard let ended else { return }
         logger.notice(
             "Storing callbacks recovered",
             metadata: [

@@ -22,6 +22,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var writeAheadLog: WriteAheadLog?
     /// The service's background checkpoints, on a connection of their own.
     private var checkpointer: Checkpointer?
+    /// Set when an fdatasync of the WAL failed: see `recoverFromFailedSync`.
+    private var walNeedsRecovery = false
     private var isClosed = false
     private let decoder = JSONDecoder()
     private let logger: Logger
@@ -56,13 +58,38 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         checkpointer = Checkpointer(path: path, logger: logger)
     }
 
-    /// Closes the connection; the next call opens a new one (after a failed fsync, say, so that SQLite
-    /// reads the WAL from disk again instead of trusting its cache).
+    /// Closes the connection; the next call opens a new one. The checkpointer closes its own and
+    /// waits for the new one, so it never opens a file that replaced a moved one before the writer.
     func dropConnection() {
-        checkpointer?.dropConnection()
+        checkpointer?.pause()
         connection?.close()
         connection = nil
         writeAheadLog = nil
+    }
+
+    /// Records that an fdatasync of a log this store handed out failed (see `recoverFromFailedSync`).
+    func noteFailedSync() {
+        walNeedsRecovery = true
+    }
+
+    /// After a failed fdatasync the WAL holds frames that may never reach the disk, yet SQLite (and
+    /// the kernel's page cache) take them as written: a later commit, even one whose own fdatasync
+    /// works, sits behind them in the WAL's checksum chain and would be lost with them in a power
+    /// cut. So nothing is committed until every frame has been copied into the database file and
+    /// that file synced (a TRUNCATE checkpoint), and the emptied WAL synced too. Throws, leaving the
+    /// store in need of recovery, while that is not possible (a failing disk, a reader in the way).
+    func recoverFromFailedSync() throws(CallbackStoreError) {
+        guard walNeedsRecovery else { return }
+        let writeAheadLog = try openWriteAheadLog()
+        let busy = try withConnection { connection throws(CallbackStoreError) in
+            try connection.scalarInt64("PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+        guard busy == 0 else {
+            throw .busy(message: "cannot empty the WAL after a failed fdatasync while a reader holds it; retrying")
+        }
+        try writeAheadLog.sync()
+        walNeedsRecovery = false
+        logger.notice("The WAL was checkpointed and emptied after a failed fdatasync", metadata: ["storage.path": "\(path)"])
     }
 
     // MARK: - Writing
@@ -82,6 +109,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         _ batch: [NewCallback]
     ) throws(CallbackStoreError) -> (receipts: [CommitReceipt], writeAheadLog: WriteAheadLog) {
         try reopenIfMoved()
+        try recoverFromFailedSync()
         let writeAheadLog = try openWriteAheadLog()
         let receipts = try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
@@ -96,12 +124,12 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         return (receipts, writeAheadLog)
     }
 
-    /// Syncs a log this store handed out; a failure drops the connection (see `dropConnection`).
+    /// Syncs a log this store handed out; after a failure the store recovers before the next write.
     private func sync(_ writeAheadLog: WriteAheadLog) throws(CallbackStoreError) {
         do {
             try writeAheadLog.sync()
         } catch {
-            dropConnection()
+            noteFailedSync()
             throw error
         }
     }
@@ -169,7 +197,11 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                     return connection.changes
                 }
             }
-            guard deleted > 0 else { return purged }
+            guard deleted > 0 else {
+                // Durable like any commit of this store (its connection does not sync at commit).
+                if purged > 0 { try sync(try openWriteAheadLog()) }
+                return purged
+            }
             purged += deleted
         }
     }
@@ -178,6 +210,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// after a failure, proves the disk takes writes again even when no callback arrives to prove it.
     func probeWrite() throws(CallbackStoreError) {
         try reopenIfMoved()
+        try recoverFromFailedSync()
         let writeAheadLog = try openWriteAheadLog()
         try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
@@ -353,8 +386,18 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         if let connection { return connection }
         let reopened = try Self.connect(path: path, readOnly: isReadOnly)
         if !isReadOnly {
-            // The connection has run transactions in WAL mode, so SQLite has created the file.
-            writeAheadLog = try WriteAheadLog(databasePath: path)
+            // `connect` has read in WAL mode, so SQLite has created the file.
+            guard let walPath = reopened.writeAheadLogPath else {
+                reopened.close()
+                throw .openFailed(path: path, message: "SQLite names no WAL file for it")
+            }
+            do {
+                writeAheadLog = try WriteAheadLog(path: walPath)
+            } catch {
+                reopened.close()
+                throw error
+            }
+            checkpointer?.resume()
         }
         connection = reopened
         return reopened
@@ -392,7 +435,10 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         switch state {
         case .empty: try Schema.create(connection)
         case .older: try Schema.migrate(connection)
-        case .current: break
+        case .current:
+            // A read in WAL mode creates the WAL file, also when the switch from rollback mode just
+            // happened (someone ran `PRAGMA journal_mode = DELETE` on the file).
+            _ = try connection.scalarInt64("PRAGMA user_version")
         }
         return connection
     }

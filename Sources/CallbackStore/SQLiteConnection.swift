@@ -132,6 +132,14 @@ final class SQLiteConnection {
         return sqlite3_db_readonly(handle, "main") != 0
     }
 
+    /// The WAL file as SQLite names it: after the database file's real path, symbolic links resolved.
+    var writeAheadLogPath: String? {
+        guard let handle, let database = sqlite3_db_filename(handle, "main"), let wal = sqlite3_filename_wal(database),
+            wal.pointee != 0
+        else { return nil }
+        return String(cString: wal)
+    }
+
     /// Whether the database file was deleted or renamed since it was opened: writes would then go
     /// to a file nobody can find. (SQLite only notices this by itself in rollback-journal mode.)
     var hasMoved: Bool {

@@ -57,7 +57,7 @@ enum Schema {
     /// does, through `WriteAheadLog.sync()`, before anything is acknowledged (checkpoints still sync
     /// the WAL before copying it and the database after). The WAL is truncated to 64 MiB after
     /// checkpoints, so a large purge does not leave a huge file behind. `Checkpointer` copies the
-    /// WAL as it grows; the writer's own checkpoint, every 8,000 pages, restarts it.
+    /// WAL as it grows; the writer's own checkpoint, every 2,000 pages, restarts it.
     static let writerPragmas = """
         PRAGMA journal_mode = WAL;
         PRAGMA synchronous = NORMAL;

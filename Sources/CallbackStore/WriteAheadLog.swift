@@ -15,10 +15,10 @@ public final class WriteAheadLog: Sendable {
     public let path: String
     private let descriptor: Int32
 
-    /// Opens the `-wal` file of the database at `databasePath`; SQLite must have created it already
-    /// (any transaction on a WAL-mode connection does).
-    init(databasePath: String) throws(CallbackStoreError) {
-        path = databasePath + "-wal"
+    /// Opens the WAL file at `path` (`SQLiteConnection.writeAheadLogPath`); SQLite must have created
+    /// it already (any transaction on a WAL-mode connection does).
+    init(path: String) throws(CallbackStoreError) {
+        self.path = path
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw .openFailed(path: path, message: String(cString: strerror(errno)))

@@ -390,6 +390,39 @@ struct StoreTests {
         }
     }
 
+    @Test("a path that is a symbolic link syncs the WAL SQLite writes, next to the real file")
+    func symbolicLinkPath() throws {
+        try withTemporaryDirectory { directory in
+            let real = directory.path + "/real/callbacks.db"
+            try SQLiteCallbackStore(path: real).close()
+            let link = directory.path + "/link.db"
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: real)
+
+            let store = try SQLiteCallbackStore(path: link)
+            defer { store.close() }
+            let (_, writeAheadLog) = try store.insertUnsynced([makeCallback(requestID: "via-link")])
+            #expect(writeAheadLog.path == real + "-wal")
+            try writeAheadLog.sync()
+            #expect(!FileManager.default.fileExists(atPath: link + "-wal"))
+            #expect(try sqliteValue(real, "SELECT request_id FROM callbacks") == "via-link")
+        }
+    }
+
+    @Test("a database someone switched back to rollback journaling opens in WAL mode again")
+    func reopensInWALModeAfterRollbackMode() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            try SQLiteCallbackStore(path: path).close()
+            #expect(try sqliteValue(path, "PRAGMA journal_mode = DELETE") == "delete")
+            #expect(!FileManager.default.fileExists(atPath: path + "-wal"))
+
+            let store = try SQLiteCallbackStore(path: path)
+            defer { store.close() }
+            #expect(try store.insert([makeCallback()]).count == 1)
+            #expect(try sqliteValue(path, "PRAGMA journal_mode") == "wal")
+        }
+    }
+
     @Test("opening refuses what it must not touch, with errors that say what to do")
     func openErrors() throws {
         try withTemporaryDirectory { directory in

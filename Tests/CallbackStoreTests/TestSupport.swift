@@ -199,7 +199,7 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
-/// Stands in for the WAL fsync: can hold the next syncs until released, or fail them, as a slow
+/// Stands in for the WAL fsync: can hold the next syncs until released, and fail them, as a slow
 /// or failing disk would; otherwise really syncs.
 final class SyncGate: Sendable {
     private struct State {
@@ -217,7 +217,7 @@ final class SyncGate: Sendable {
             let (hold, fail) = state.withLock { state in
                 state.calls += 1
                 let hold = state.toHold > 0
-                let fail = !hold && state.toFail > 0
+                let fail = state.toFail > 0
                 if hold {
                     state.toHold -= 1
                     state.held += 1

@@ -229,6 +229,43 @@ struct WriterTests {
         }
     }
 
+    @Test("batches committed behind a failed sync fail too, even when their own sync would work, until the WAL is emptied")
+    func failedSyncPoisonsWhatFollows() throws {
+        try withTemporaryDirectory { directory in
+            let gate = SyncGate()
+            let (logger, logs) = CapturingLogHandler.logger()
+            let store = try SQLiteCallbackStore(path: directory.databasePath, logger: logger)
+            let writer = WriterProbe().writer(store: store, logger: logger, sync: gate.sync)
+            defer { writer.close() }
+            let log = CompletionLog()
+
+            gate.holdNext()
+            gate.failNext(1)
+            #expect(writer.submit(makeCallback(requestID: "a"), completion: log.completion))
+            #expect(gate.waitForHeld())
+            #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
+            let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
+            #expect(waitUntil { (try? reader.stats().total) == 2 })  // b is committed behind a
+            reader.close()
+            gate.release()  // a's sync fails
+            #expect(log.wait(for: 2))
+            #expect(log.errors.count == 2)
+            #expect(gate.calls == 1)  // b failed without a sync of its own
+            #expect(waitUntil { writer.isFailing })
+
+            // The next batch empties the WAL into the database file first, then commits and syncs.
+            #expect(writer.submit(makeCallback(requestID: "c"), completion: log.completion))
+            #expect(log.wait(for: 3))
+            #expect(log.receipts.count == 1)
+            #expect(gate.calls == 2)
+            #expect(waitUntil { !writer.isFailing })
+            writer.close()
+            #expect(logs.all.contains { $0.message.contains("checkpointed and emptied") })
+            #expect(logs.all.filter { $0.level >= .error }.count == 1)
+            #expect(logs.all.filter { $0.message.contains("recovered") }.count == 1)
+        }
+    }
+
     @Test("committed pages reach the database file in the background, long before the WAL's own checkpoint")
     func checkpointsInTheBackground() throws {
         try withTemporaryDirectory { directory in
