@@ -24,6 +24,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var checkpointer: Checkpointer?
     /// Set when an fdatasync of the WAL failed: see `recoverFromFailedSync`.
     private var walNeedsRecovery = false
+    /// Between noticing that the file was moved and having reopened it (logs the move once).
+    private var isReopeningMovedFile = false
     private var isClosed = false
     private let decoder = JSONDecoder()
     private let logger: Logger
@@ -364,20 +366,28 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// finish the old file and open, or create, the one at `path`.
     private func reopenIfMoved() throws(CallbackStoreError) {
         guard let connection, connection.hasMoved else { return }
-        logger.warning(
-            "The callback database was moved or deleted; reopening it at its path",
-            metadata: ["storage.path": "\(path)"]
-        )
-        // SQLite does not checkpoint a moved file on close, and its WAL keeps the old name: copy
-        // what the WAL holds into the moved file now, or it would be lost.
-        do {
-            try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if !isReopeningMovedFile {
+            logger.warning(
+                "The callback database was moved or deleted; reopening it at its path",
+                metadata: ["storage.path": "\(path)"]
+            )
+            isReopeningMovedFile = true
+        }
+        // SQLite does not checkpoint a moved file on close, and its WAL keeps the old name, which the
+        // file created at `path` would take for its own: copy what the WAL holds into the moved file
+        // and empty it first. Until that works nothing is written (503), rather than lose those
+        // callbacks or replay them into the new file.
+        do throws(CallbackStoreError) {
+            let busy = try connection.scalarInt64("PRAGMA wal_checkpoint(TRUNCATE)")
+            guard busy == 0 else { throw .busy(message: "a reader holds the moved file's WAL") }
         } catch {
             logger.error(
-                "Could not write the last callbacks into the moved database file",
+                "Could not write the last callbacks into the moved database file; retrying",
                 metadata: ["storage.path": "\(path)", "error": "\(error)"]
             )
+            throw error
         }
+        isReopeningMovedFile = false
         dropConnection()
     }
 

@@ -47,3 +47,28 @@ func sqliteExecute(_ path: String, _ script: String) throws {
         throw ShellError(message: String(cString: sqlite3_errmsg(db)))
     }
 }
+
+/// A connection of its own holding a read transaction open, as a long `sqlite3` query would.
+final class HeldReadTransaction {
+    private var db: OpaquePointer?
+
+    init(_ path: String) throws {
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK,
+            sqlite3_exec(db, "BEGIN; SELECT count(*) FROM callbacks;", nil, nil, nil) == SQLITE_OK
+        else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open \(path)"
+            sqlite3_close_v2(db)
+            throw ShellError(message: message)
+        }
+    }
+
+    func end() {
+        sqlite3_exec(db, "COMMIT", nil, nil, nil)
+        sqlite3_close_v2(db)
+        db = nil
+    }
+
+    deinit {
+        if db != nil { end() }
+    }
+}

@@ -390,6 +390,28 @@ struct StoreTests {
         }
     }
 
+    @Test("a moved file whose WAL a reader holds is not replaced until the callbacks in it reach it")
+    func movedFileKeepsItsWALUntilCheckpointed() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            let rotated = directory.path + "/rotated.db"
+            let store = try SQLiteCallbackStore(path: path)
+            defer { store.close() }
+            _ = try store.insert([makeCallback(requestID: "before")])
+            let reader = try HeldReadTransaction(path)
+            try FileManager.default.moveItem(atPath: path, toPath: rotated)
+
+            // The WAL cannot be emptied into the moved file while the reader holds it (5 s busy wait).
+            #expect(throws: CallbackStoreError.self) { try store.insert([makeCallback(requestID: "refused")]) }
+            #expect(!FileManager.default.fileExists(atPath: path))
+
+            reader.end()
+            _ = try store.insert([makeCallback(requestID: "after")])
+            #expect(try sqliteValue(rotated, "SELECT group_concat(request_id) FROM callbacks") == "before")
+            #expect(try sqliteValue(path, "SELECT group_concat(request_id) FROM callbacks") == "after")
+        }
+    }
+
     @Test("a path that is a symbolic link syncs the WAL SQLite writes, next to the real file")
     func symbolicLinkPath() throws {
         try withTemporaryDirectory { directory in
