@@ -85,8 +85,10 @@ public final class GroupCommitWriter: Sendable {
         let mailbox = WriterMailbox(queue: WriterQueue(capacity: capacity, maxQueuedBytes: maxQueuedBytes))
         self.mailbox = mailbox
         let outcomes = Outcomes(mailbox: mailbox, logger: logger, observer: observer)
-        let syncStage = SyncStage(sync: sync, outcomes: outcomes)
-        store.startCheckpointing()
+        let checkpointer = store.startCheckpointing()
+        // An fdatasync that failed before this writer existed is reported to nobody now.
+        store.noteFailedSync(reason: SQLiteCallbackStore.startReason)
+        let syncStage = SyncStage(sync: sync, outcomes: outcomes) { checkpointer?.pause(.walRepair) }
         let writerThread = Thread {
             nameCurrentThread("store-writer")
             mailbox.registerOwnThread()
@@ -265,12 +267,15 @@ private struct WriterLoop {
     /// Ends a failure episode as soon as a write succeeds again; a probe that
     /// fails changes nothing (the episode was logged when it began).
     private func probe() {
-        guard outcomes.isInEpisode, (try? recoverFromFailedSync()) != nil, (try? store.probeWrite()) != nil else { return }
+        guard outcomes.isInEpisode else { return }
+        // Nothing in flight: the probe's fdatasync must not take a failure a batch's sync should see.
+        syncStage.waitUntilIdle()
+        guard (try? recoverFromFailedSync()) != nil, (try? store.probeWrite()) != nil, !syncStage.hasFailed else { return }
         outcomes.endEpisode()
     }
 
     /// After a failed fsync: once every batch handed over has been answered (the sync stage fails
-    /// them all), the store empties its WAL before anything new is committed.
+    /// them all), the store makes its WAL whole on disk before anything new is committed.
     private func recoverFromFailedSync() throws(CallbackStoreError) {
         guard syncStage.hasFailed else { return }
         store.noteFailedSync()
@@ -298,6 +303,8 @@ final class SyncStage: @unchecked Sendable {
     static let maxWaiting = 1
     private let sync: GroupCommitWriter.Sync
     private let outcomes: Outcomes
+    /// Called on the sync thread when a sync fails, before any completion.
+    private let onFailure: @Sendable () -> Void
     private let condition = NSCondition()
     // Guarded by condition:
     private var waiting: [Ticket] = []
@@ -305,9 +312,10 @@ final class SyncStage: @unchecked Sendable {
     private var isFinished = false
     private var failure: CallbackStoreError?
 
-    init(sync: @escaping GroupCommitWriter.Sync, outcomes: Outcomes) {
+    init(sync: @escaping GroupCommitWriter.Sync, outcomes: Outcomes, onFailure: @escaping @Sendable () -> Void) {
         self.sync = sync
         self.outcomes = outcomes
+        self.onFailure = onFailure
     }
 
     /// On the writer thread: hands over a committed batch. Waits while another batch already waits
@@ -370,7 +378,9 @@ final class SyncStage: @unchecked Sendable {
                 }
             }
             if let failure, earlierFailure == nil {
-                // Before any completion runs: the writer must not commit behind the failed frames.
+                // Before any completion runs: the writer must not commit behind the failed frames,
+                // nor the checkpointer copy them.
+                onFailure()
                 condition.lock()
                 self.failure = failure
                 condition.unlock()

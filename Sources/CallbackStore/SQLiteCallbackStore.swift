@@ -22,10 +22,12 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var writeAheadLog: WriteAheadLog?
     /// The service's background checkpoints, on a connection of their own.
     private var checkpointer: Checkpointer?
-    /// Set when an fdatasync of the WAL failed: see `recoverFromFailedSync`.
-    private var walNeedsRecovery = false
+    /// Why the WAL must be made whole on disk before the next write, if it must: see
+    /// `recoverFromFailedSync`.
+    private var walRecoveryReason: String?
     /// Between noticing that the file was moved and having reopened it (logs the move once).
     private var isReopeningMovedFile = false
+    private var hasLoggedMovedFileFailure = false
     private var isClosed = false
     private let decoder = JSONDecoder()
     private let logger: Logger
@@ -55,44 +57,51 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     }
 
     /// Starts checkpointing the WAL in the background (see `Checkpointer`), for a long-lived writer.
-    func startCheckpointing() {
-        guard !isReadOnly, checkpointer == nil else { return }
+    @discardableResult
+    func startCheckpointing() -> Checkpointer? {
+        guard !isReadOnly, checkpointer == nil else { return checkpointer }
         checkpointer = Checkpointer(path: path, logger: logger)
+        return checkpointer
     }
 
     /// Closes the connection; the next call opens a new one. The checkpointer closes its own and
     /// waits for the new one, so it never opens a file that replaced a moved one before the writer.
     func dropConnection() {
-        checkpointer?.pause()
+        checkpointer?.pause(.reopening)
         connection?.close()
         connection = nil
         writeAheadLog = nil
     }
 
-    /// Records that an fdatasync of a log this store handed out failed (see `recoverFromFailedSync`).
-    func noteFailedSync() {
-        walNeedsRecovery = true
+    /// Records that an fdatasync of a log this store handed out failed, or may have failed where
+    /// nobody saw it (`reason` says which): the next write first makes the WAL whole on disk.
+    func noteFailedSync(reason: String = "a failed fdatasync") {
+        if walRecoveryReason == nil { walRecoveryReason = reason }
     }
 
-    /// After a failed fdatasync the WAL holds frames that may never reach the disk, yet SQLite (and
-    /// the kernel's page cache) take them as written: a later commit, even one whose own fdatasync
-    /// works, sits behind them in the WAL's checksum chain and would be lost with them in a power
-    /// cut. So nothing is committed until every frame has been copied into the database file and
-    /// that file synced (a TRUNCATE checkpoint), and the emptied WAL synced too. Throws, leaving the
-    /// store in need of recovery, while that is not possible (a failing disk, a reader in the way).
+    /// After a failed fdatasync the WAL in memory may hold frames the disk lacks, and a later commit,
+    /// even one whose own fdatasync works, would sit behind them in the WAL's checksum chain and be
+    /// lost with them in a power cut. So before anything else is committed, the WAL is written back
+    /// whole and synced (`WriteAheadLog.rewrite`) under the write lock; then background checkpoints
+    /// resume. Throws, leaving the store in need of it, while the disk fails.
     func recoverFromFailedSync() throws(CallbackStoreError) {
-        guard walNeedsRecovery else { return }
+        if checkpointer?.takeIOError() == true { noteFailedSync(reason: "an I/O error in a background checkpoint") }
+        guard let reason = walRecoveryReason else { return }
+        try reopenIfMoved()
         let writeAheadLog = try openWriteAheadLog()
-        let busy = try withConnection { connection throws(CallbackStoreError) in
-            try connection.scalarInt64("PRAGMA wal_checkpoint(TRUNCATE)")
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.immediate) { () throws(CallbackStoreError) in try writeAheadLog.rewrite() }
         }
-        guard busy == 0 else {
-            throw .busy(message: "cannot empty the WAL after a failed fdatasync while a reader holds it; retrying")
+        walRecoveryReason = nil
+        checkpointer?.resume(.walRepair)
+        if reason != Self.startReason {
+            logger.notice("The WAL was written back and synced after \(reason)", metadata: ["storage.path": "\(path)"])
         }
-        try writeAheadLog.sync()
-        walNeedsRecovery = false
-        logger.notice("The WAL was checkpointed and emptied after a failed fdatasync", metadata: ["storage.path": "\(path)"])
     }
+
+    /// For `noteFailedSync` when a service starts: a failed fdatasync of a previous process, or of
+    /// another program, is reported to nobody now, yet its frames may still be missing on disk.
+    static let startReason = "start-up"
 
     // MARK: - Writing
 
@@ -180,6 +189,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     public func purge(olderThan cutoff: Int64) throws(CallbackStoreError) -> Int {
         var purged = 0
         try reopenIfMoved()
+        try recoverFromFailedSync()
         while true {
             let deleted = try withConnection { connection throws(CallbackStoreError) in
                 try connection.transaction(.immediate) { () throws(CallbackStoreError) -> Int in
@@ -355,7 +365,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         do {
             return try body(connection)
         } catch {
-            if error.requiresReopen {
+            // A moved file keeps its connection: `reopenIfMoved` must first empty its WAL into it.
+            if error.requiresReopen, !connection.hasMoved {
                 dropConnection()
             }
             throw error
@@ -381,13 +392,17 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
             let busy = try connection.scalarInt64("PRAGMA wal_checkpoint(TRUNCATE)")
             guard busy == 0 else { throw .busy(message: "a reader holds the moved file's WAL") }
         } catch {
-            logger.error(
-                "Could not write the last callbacks into the moved database file; retrying",
-                metadata: ["storage.path": "\(path)", "error": "\(error)"]
-            )
+            if !hasLoggedMovedFileFailure {
+                logger.error(
+                    "Could not write the last callbacks into the moved database file; retrying",
+                    metadata: ["storage.path": "\(path)", "error": "\(error)"]
+                )
+                hasLoggedMovedFileFailure = true
+            }
             throw error
         }
         isReopeningMovedFile = false
+        hasLoggedMovedFileFailure = false
         dropConnection()
     }
 
@@ -407,7 +422,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                 reopened.close()
                 throw error
             }
-            checkpointer?.resume()
+            checkpointer?.resume(.reopening)
         }
         connection = reopened
         return reopened

@@ -32,15 +32,58 @@ public final class WriteAheadLog: Sendable {
 
     /// Waits until every transaction committed so far is on disk.
     public func sync() throws(CallbackStoreError) {
+        try Self.sync(descriptor, path: path)
+    }
+
+    /// After a failed fdatasync the kernel marks the pages it could not write as clean: they stay in
+    /// memory, so SQLite sees every frame, but a later fdatasync does not write them again, and a
+    /// power cut would cut the WAL's checksum chain at the first lost frame, taking every frame after
+    /// it (later acknowledged commits included). Writing the whole file back over itself dirties
+    /// every page again; once the fdatasync that follows succeeds, the WAL on disk is the WAL in
+    /// memory. Call with the database's write lock held, so that no frame is added meanwhile.
+    func rewrite() throws(CallbackStoreError) {
+        let writable = open(path, O_RDWR | O_CLOEXEC)
+        guard writable >= 0 else { throw Self.error("open", path: path, code: errno) }
+        defer { close(writable) }
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: off_t = 0
+        while true {
+            let count = pread(writable, buffer, chunk, offset)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw Self.error("read", path: path, code: errno)
+            }
+            if count == 0 { break }
+            var written = 0
+            while written < count {
+                let result = pwrite(writable, buffer + written, count - written, offset + off_t(written))
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    throw Self.error("write", path: path, code: errno)
+                }
+                written += result
+            }
+            offset += off_t(count)
+        }
+        try Self.sync(writable, path: path)
+    }
+
+    private static func sync(_ descriptor: Int32, path: String) throws(CallbackStoreError) {
         while fdatasync(descriptor) != 0 {
             let code = errno
             if code == EINTR { continue }
-            let message = "fdatasync of \(path): \(String(cString: strerror(code)))"
-            switch code {
-            case ENOSPC, EDQUOT: throw .full(message: message)
-            case EROFS: throw .readOnly(message: message)
-            default: throw .ioError(message: message)
-            }
+            throw error("fdatasync", path: path, code: code)
+        }
+    }
+
+    private static func error(_ operation: String, path: String, code: Int32) -> CallbackStoreError {
+        let message = "\(operation) of \(path): \(String(cString: strerror(code)))"
+        switch code {
+        case ENOSPC, EDQUOT: return .full(message: message)
+        case EROFS: return .readOnly(message: message)
+        default: return .ioError(message: message)
         }
     }
 }

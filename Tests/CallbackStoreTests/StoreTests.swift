@@ -1,6 +1,7 @@
-import CallbackStore
 import Foundation
 import Testing
+
+@testable import CallbackStore
 
 @Suite("SQLiteCallbackStore")
 struct StoreTests {
@@ -409,6 +410,22 @@ struct StoreTests {
             _ = try store.insert([makeCallback(requestID: "after")])
             #expect(try sqliteValue(rotated, "SELECT group_concat(request_id) FROM callbacks") == "before")
             #expect(try sqliteValue(path, "SELECT group_concat(request_id) FROM callbacks") == "after")
+        }
+    }
+
+    @Test("writing the WAL back over itself leaves it byte for byte as it was")
+    func rewritingTheWALChangesNothing() throws {
+        try withTemporaryDirectory { directory in
+            let store = try SQLiteCallbackStore(path: directory.databasePath)
+            defer { store.close() }
+            _ = try store.insert((0..<50).map { makeCallback(requestID: "r\($0)") })
+            let (_, writeAheadLog) = try store.insertUnsynced([makeCallback(requestID: "last")])
+            let before = try Data(contentsOf: URL(fileURLWithPath: writeAheadLog.path))
+            #expect(before.count > 4096)
+            try writeAheadLog.rewrite()
+            #expect(try Data(contentsOf: URL(fileURLWithPath: writeAheadLog.path)) == before)
+            #expect(try store.stats().total == 51)
+            #expect(try sqliteValue(directory.databasePath, "PRAGMA integrity_check") == "ok")
         }
     }
 

@@ -229,7 +229,7 @@ struct WriterTests {
         }
     }
 
-    @Test("batches committed behind a failed sync fail too, even when their own sync would work, until the WAL is emptied")
+    @Test("batches committed behind a failed sync fail too, even when their own sync would work, until the WAL is whole on disk again")
     func failedSyncPoisonsWhatFollows() throws {
         try withTemporaryDirectory { directory in
             let gate = SyncGate()
@@ -253,16 +253,40 @@ struct WriterTests {
             #expect(gate.calls == 1)  // b failed without a sync of its own
             #expect(waitUntil { writer.isFailing })
 
-            // The next batch empties the WAL into the database file first, then commits and syncs.
+            // The next batch first writes the WAL back whole and syncs it, then commits and syncs.
             #expect(writer.submit(makeCallback(requestID: "c"), completion: log.completion))
             #expect(log.wait(for: 3))
             #expect(log.receipts.count == 1)
             #expect(gate.calls == 2)
             #expect(waitUntil { !writer.isFailing })
             writer.close()
-            #expect(logs.all.contains { $0.message.contains("checkpointed and emptied") })
+            #expect(logs.all.contains { $0.message.contains("written back and synced after a failed fdatasync") })
             #expect(logs.all.filter { $0.level >= .error }.count == 1)
             #expect(logs.all.filter { $0.message.contains("recovered") }.count == 1)
+        }
+    }
+
+    @Test("after a failed sync no background checkpoint copies the WAL until it is whole on disk again")
+    func failedSyncPausesCheckpoints() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.databasePath
+            let gate = SyncGate()
+            let writer = WriterProbe().writer(store: try SQLiteCallbackStore(path: path), sync: gate.sync)
+            defer { writer.close() }
+            let log = CompletionLog()
+            let body = [UInt8](repeating: UInt8(ascii: " "), count: 200_000)
+
+            let sizeBefore = try fileSize(path)
+            gate.failNext(1)
+            #expect(writer.submit(makeCallback(requestID: "a", body: body), completion: log.completion))
+            #expect(log.wait(for: 1))
+            Thread.sleep(forTimeInterval: 0.3)  // six checkpoint rounds
+            #expect(try fileSize(path) == sizeBefore)
+
+            #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
+            #expect(log.wait(for: 2))
+            #expect(log.receipts.count == 1)
+            #expect(waitUntil { ((try? fileSize(path)) ?? 0) > sizeBefore + 150_000 })
         }
     }
 
