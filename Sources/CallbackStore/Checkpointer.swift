@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Copies the WAL into the database file (a PASSIVE checkpoint) on its own thread and connection,
 /// every `interval`, so the writer's commits seldom stop for one.
@@ -34,8 +35,12 @@ final class Checkpointer: @unchecked Sendable {
     private var isStopping = false
     private var isStopped = false
     private var pausedFor: PauseReasons = []
-    private var sawIOError = false
     private var connection: SQLiteConnection?
+    /// The WAL, opened with the connection: after a failed checkpoint its fdatasync tells whether
+    /// the WAL itself lost a write (each descriptor open at the time hears of it).
+    private var writeAheadLog: WriteAheadLog?
+    /// Read by the writer before each commit: never behind the lock a checkpoint holds.
+    private let walNeedsRepair = Atomic<Bool>(false)
 
     init(path: String, logger: Logger) {
         self.path = path
@@ -53,8 +58,7 @@ final class Checkpointer: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         pausedFor.insert(reason)
-        connection?.close()
-        connection = nil
+        closeConnection()
     }
 
     /// Checkpoints again from the next round (on a new connection) unless paused for another reason.
@@ -64,12 +68,9 @@ final class Checkpointer: @unchecked Sendable {
         pausedFor.remove(reason)
     }
 
-    /// Whether a checkpoint failed with an I/O error since the last call: the WAL needs repair.
-    func takeIOError() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        defer { sawIOError = false }
-        return sawIOError
+    /// Whether a checkpoint found since the last call that the WAL lost a write: it needs repair.
+    func takeWALFailure() -> Bool {
+        walNeedsRepair.exchange(false, ordering: .acquiringAndReleasing)
     }
 
     /// Ends the thread and waits for it, its connection closed.
@@ -91,8 +92,7 @@ final class Checkpointer: @unchecked Sendable {
             if isStopping { break }
             if pausedFor.isEmpty { checkpoint() }
         }
-        connection?.close()
-        connection = nil
+        closeConnection()
         isStopped = true
         condition.broadcast()
     }
@@ -102,22 +102,27 @@ final class Checkpointer: @unchecked Sendable {
         do {
             if connection == nil {
                 // Never creates the file: the writer decides what lives at `path`.
-                connection = try SQLiteConnection(path: path, readOnly: false, create: false)
+                let opened = try SQLiteConnection(path: path, readOnly: false, create: false)
+                connection = opened
+                guard let walPath = opened.writeAheadLogPath else { throw CallbackStoreError.openFailed(path: path, message: "no WAL") }
+                writeAheadLog = try WriteAheadLog(path: walPath)
             }
             try connection?.execute("PRAGMA wal_checkpoint(PASSIVE)")
         } catch {
-            // The writer reports a failing disk. After an I/O error (the fsync of the WAL or the
-            // database file failed) it also repairs the WAL before this checkpoints again; anything
-            // else (the file moved, say) is retried with a fresh connection.
+            // The writer reports a failing disk; this retries with a fresh connection. But if the
+            // WAL itself lost a write, nothing is copied from it until the writer has repaired it.
             logger.debug("WAL checkpoint failed", metadata: ["error": "\(error)"])
-            connection?.close()
-            connection = nil
-            switch error {
-            case .ioError, .full:
+            if let writeAheadLog, (try? writeAheadLog.sync()) == nil {
                 pausedFor.insert(.walRepair)
-                sawIOError = true
-            default: break
+                walNeedsRepair.store(true, ordering: .releasing)
             }
+            closeConnection()
         }
+    }
+
+    private func closeConnection() {
+        connection?.close()
+        connection = nil
+        writeAheadLog = nil
     }
 }

@@ -237,6 +237,9 @@ private struct WriterLoop {
     let beforeCommit: (@Sendable () -> Void)?
 
     func run() {
+        // The start-up repair (see `GroupCommitWriter.init`), before any traffic; a failure leaves
+        // it to the first batch.
+        try? store.recoverFromFailedSync()
         var sequence: UInt64 = 0
         while let batch = mailbox.nextBatch() {
             if batch.isEmpty {
@@ -380,10 +383,10 @@ final class SyncStage: @unchecked Sendable {
             if let failure, earlierFailure == nil {
                 // Before any completion runs: the writer must not commit behind the failed frames,
                 // nor the checkpointer copy them.
-                onFailure()
                 condition.lock()
                 self.failure = failure
                 condition.unlock()
+                onFailure()
             }
             for ticket in tickets {
                 if let failure {

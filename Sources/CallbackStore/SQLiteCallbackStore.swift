@@ -76,7 +76,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// Records that an fdatasync of a log this store handed out failed, or may have failed where
     /// nobody saw it (`reason` says which): the next write first makes the WAL whole on disk.
     func noteFailedSync(reason: String = "a failed fdatasync") {
-        if walRecoveryReason == nil { walRecoveryReason = reason }
+        if walRecoveryReason == nil || walRecoveryReason == Self.startReason { walRecoveryReason = reason }
+        checkpointer?.pause(.walRepair)
     }
 
     /// After a failed fdatasync the WAL in memory may hold frames the disk lacks, and a later commit,
@@ -85,7 +86,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// whole and synced (`WriteAheadLog.rewrite`) under the write lock; then background checkpoints
     /// resume. Throws, leaving the store in need of it, while the disk fails.
     func recoverFromFailedSync() throws(CallbackStoreError) {
-        if checkpointer?.takeIOError() == true { noteFailedSync(reason: "an I/O error in a background checkpoint") }
+        if checkpointer?.takeWALFailure() == true { noteFailedSync(reason: "a failed fdatasync in a background checkpoint") }
         guard let reason = walRecoveryReason else { return }
         try reopenIfMoved()
         let writeAheadLog = try openWriteAheadLog()
