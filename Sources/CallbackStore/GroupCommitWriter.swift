@@ -250,6 +250,10 @@ private struct WriterLoop {
             }
         }
         syncStage.finish()
+        // Closing the last connection checkpoints the WAL into the database and deletes it: only
+        // once the WAL is whole on disk, if a failed sync left it otherwise.
+        if syncStage.hasFailed { store.noteFailedSync() }
+        try? store.recoverFromFailedSync()
         store.close()
         mailbox.markStopped()
     }

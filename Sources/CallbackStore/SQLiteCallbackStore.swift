@@ -20,6 +20,10 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var connection: SQLiteConnection?
     /// The WAL of a writable connection, opened with it: see `WriteAheadLog`.
     private var writeAheadLog: WriteAheadLog?
+    /// A second descriptor of the WAL, synced only after a failed checkpoint to learn whether the
+    /// WAL lost a write (every descriptor open at the time hears of it once; `writeAheadLog`'s
+    /// report belongs to the sync thread).
+    private var writeAheadLogCheck: WriteAheadLog?
     /// The service's background checkpoints, on a connection of their own.
     private var checkpointer: Checkpointer?
     /// Why the WAL must be made whole on disk before the next write, if it must: see
@@ -71,6 +75,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         connection?.close()
         connection = nil
         writeAheadLog = nil
+        writeAheadLogCheck = nil
     }
 
     /// Records that an fdatasync of a log this store handed out failed, or may have failed where
@@ -88,15 +93,33 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     func recoverFromFailedSync() throws(CallbackStoreError) {
         if checkpointer?.takeWALFailure() == true { noteFailedSync(reason: "a failed fdatasync in a background checkpoint") }
         guard let reason = walRecoveryReason else { return }
-        try reopenIfMoved()
+        // On the current connection, moved file or not: its WAL must be whole before `reopenIfMoved`
+        // copies it into the moved file.
         let writeAheadLog = try openWriteAheadLog()
         try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in try writeAheadLog.rewrite() }
         }
+        _ = try? writeAheadLogCheck?.sync()  // its report of the repaired failure is stale now
         walRecoveryReason = nil
         checkpointer?.resume(.walRepair)
         if reason != Self.startReason {
             logger.notice("The WAL was written back and synced after \(reason)", metadata: ["storage.path": "\(path)"])
+        }
+    }
+
+    /// Copies the WAL into the database file once it holds `Schema.checkpointFrames` frames, after a
+    /// commit, as SQLite's automatic checkpoint would (the writer's checkpoint lets the WAL restart
+    /// under load; `Checkpointer`'s cannot). Unlike SQLite's, it sees its errors: when the WAL
+    /// itself lost a write, the next write repairs it first (`recoverFromFailedSync`).
+    private func checkpointIfLarge() {
+        guard let connection, connection.walFrames >= Schema.checkpointFrames else { return }
+        do {
+            try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        } catch {
+            logger.debug("WAL checkpoint after a commit failed", metadata: ["error": "\(error)"])
+            if let writeAheadLogCheck, (try? writeAheadLogCheck.sync()) == nil {
+                noteFailedSync(reason: "a failed fdatasync in a checkpoint")
+            }
         }
     }
 
@@ -133,6 +156,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                 return receipts
             }
         }
+        checkpointIfLarge()
         return (receipts, writeAheadLog)
     }
 
@@ -210,6 +234,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
                     return connection.changes
                 }
             }
+            checkpointIfLarge()
             guard deleted > 0 else {
                 // Durable like any commit of this store (its connection does not sync at commit).
                 if purged > 0 { try sync(try openWriteAheadLog()) }
@@ -419,6 +444,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
             }
             do {
                 writeAheadLog = try WriteAheadLog(path: walPath)
+                writeAheadLogCheck = try WriteAheadLog(path: walPath)
             } catch {
                 reopened.close()
                 throw error
@@ -458,6 +484,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         guard journalMode == "wal" else {
             throw .openFailed(path: path, message: "cannot switch to WAL journal mode (still \(journalMode ?? "unknown"))")
         }
+        connection.recordWALFrames()  // see `checkpointIfLarge`
         switch state {
         case .empty: try Schema.create(connection)
         case .older: try Schema.migrate(connection)

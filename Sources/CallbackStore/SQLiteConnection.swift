@@ -21,6 +21,8 @@ final class SQLiteConnection {
     let path: String
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
+    /// The WAL's size in frames after the last commit, once `recordWALFrames()` was called.
+    private let walFrameCount = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     /// `create`: a writable open may create the file.
     init(path: String, readOnly: Bool, create: Bool = true) throws(CallbackStoreError) {
@@ -35,11 +37,13 @@ final class SQLiteConnection {
             throw .openFailed(path: path, message: message)
         }
         handle = db
+        walFrameCount.initialize(to: 0)
         sqlite3_extended_result_codes(db, 1)
     }
 
     deinit {
         close()
+        walFrameCount.deallocate()
     }
 
     func close() {
@@ -52,6 +56,15 @@ final class SQLiteConnection {
         }
         handle = nil
     }
+
+    /// From now on SQLite checkpoints nothing by itself after a commit; `walFrames` says how large
+    /// the WAL is, and the caller checkpoints (and sees the errors SQLite's own hook would ignore).
+    func recordWALFrames() {
+        guard let handle else { return }
+        csqlite_record_wal_frames(handle, walFrameCount)
+    }
+
+    var walFrames: Int32 { walFrameCount.pointee }
 
     /// Sets the busy timeout (milliseconds) for lock waits.
     func setBusyTimeout(milliseconds: Int32) throws(CallbackStoreError) {

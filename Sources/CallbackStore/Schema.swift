@@ -57,13 +57,16 @@ enum Schema {
     /// does, through `WriteAheadLog.sync()`, before anything is acknowledged (checkpoints still sync
     /// the WAL before copying it and the database after). The WAL is truncated to 64 MiB after
     /// checkpoints, so a large purge does not leave a huge file behind. `Checkpointer` copies the
-    /// WAL as it grows; the writer's own checkpoint, every 2,000 pages, restarts it.
+    /// WAL as it grows; the writer's own checkpoint, once it holds `checkpointFrames`, restarts it.
     static let writerPragmas = """
         PRAGMA journal_mode = WAL;
         PRAGMA synchronous = NORMAL;
-        PRAGMA wal_autocheckpoint = 2000;
         PRAGMA journal_size_limit = 67108864;
         """
+
+    /// WAL frames after which the writer checkpoints after its commit (SQLite's automatic
+    /// checkpoint, run by the store so that its errors are seen).
+    static let checkpointFrames: Int32 = 2000
 
     /// What an opened file holds.
     enum State: Equatable {

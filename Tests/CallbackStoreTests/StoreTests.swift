@@ -413,6 +413,23 @@ struct StoreTests {
         }
     }
 
+    @Test("the writer's own checkpoint keeps the WAL bounded, with no background checkpointer")
+    func writerCheckpointBoundsTheWAL() throws {
+        try withTemporaryDirectory { directory in
+            let store = try SQLiteCallbackStore(path: directory.databasePath)
+            defer { store.close() }
+            var writeAheadLogPath = ""
+            // 2,500 commits of a few pages each: some 10,000 frames (40 MB) without checkpoints.
+            for index in 0..<2_500 {
+                writeAheadLogPath = try store.insertUnsynced([makeCallback(requestID: "r\(index)")]).writeAheadLog.path
+            }
+            let size = try FileManager.default.attributesOfItem(atPath: writeAheadLogPath)[.size] as? Int ?? 0
+            #expect(size > 0)
+            #expect(size < (Int(Schema.checkpointFrames) + 200) * 4_120)
+            #expect(try store.stats().total == 2_500)
+        }
+    }
+
     @Test("writing the WAL back over itself leaves it byte for byte as it was")
     func rewritingTheWALChangesNothing() throws {
         try withTemporaryDirectory { directory in
