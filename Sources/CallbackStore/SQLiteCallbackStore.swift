@@ -143,8 +143,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     public func insertUnsynced(
         _ batch: [NewCallback]
     ) throws(CallbackStoreError) -> (receipts: [CommitReceipt], writeAheadLog: WriteAheadLog) {
+        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
         try reopenIfMoved()
-        try recoverFromFailedSync()
         let writeAheadLog = try openWriteAheadLog()
         let receipts = try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
@@ -213,8 +213,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// key (which becomes the first), so `duplicateOf` always names a stored row.
     public func purge(olderThan cutoff: Int64) throws(CallbackStoreError) -> Int {
         var purged = 0
+        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
         try reopenIfMoved()
-        try recoverFromFailedSync()
         while true {
             let deleted = try withConnection { connection throws(CallbackStoreError) in
                 try connection.transaction(.immediate) { () throws(CallbackStoreError) -> Int in
@@ -247,8 +247,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// Writes one page through a real, synced commit (the schema version, rewritten unchanged):
     /// after a failure, proves the disk takes writes again even when no callback arrives to prove it.
     func probeWrite() throws(CallbackStoreError) {
+        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
         try reopenIfMoved()
-        try recoverFromFailedSync()
         let writeAheadLog = try openWriteAheadLog()
         try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in

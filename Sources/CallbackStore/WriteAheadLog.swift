@@ -42,7 +42,9 @@ public final class WriteAheadLog: Sendable {
     /// every page again; once the fdatasync that follows succeeds, the WAL on disk is the WAL in
     /// memory. Call with the database's write lock held, so that no frame is added meanwhile.
     func rewrite() throws(CallbackStoreError) {
-        let writable = open(path, O_RDWR | O_CLOEXEC)
+        // The file this descriptor holds, even if its name now leads elsewhere (or nowhere).
+        var writable = open("/proc/self/fd/\(descriptor)", O_RDWR | O_CLOEXEC)
+        if writable < 0 { writable = open(path, O_RDWR | O_CLOEXEC) }
         guard writable >= 0 else { throw Self.error("open", path: path, code: errno) }
         defer { close(writable) }
         let chunk = 1 << 20
