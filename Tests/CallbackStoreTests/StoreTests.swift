@@ -430,7 +430,7 @@ struct StoreTests {
         }
     }
 
-    @Test("writing the WAL back over itself leaves it byte for byte as it was")
+    @Test("writing the WAL back over itself leaves it byte for byte as it was, whatever its name")
     func rewritingTheWALChangesNothing() throws {
         try withTemporaryDirectory { directory in
             let store = try SQLiteCallbackStore(path: directory.databasePath)
@@ -439,7 +439,11 @@ struct StoreTests {
             let (_, writeAheadLog) = try store.insertUnsynced([makeCallback(requestID: "last")])
             let before = try Data(contentsOf: URL(fileURLWithPath: writeAheadLog.path))
             #expect(before.count > 4096)
+            // Through the descriptor it holds, not the name: renamed away, the file is still the one.
+            let renamed = directory.path + "/renamed-wal"
+            try FileManager.default.moveItem(atPath: writeAheadLog.path, toPath: renamed)
             try writeAheadLog.rewrite()
+            try FileManager.default.moveItem(atPath: renamed, toPath: writeAheadLog.path)
             #expect(try Data(contentsOf: URL(fileURLWithPath: writeAheadLog.path)) == before)
             #expect(try store.stats().total == 51)
             #expect(try sqliteValue(directory.databasePath, "PRAGMA integrity_check") == "ok")
