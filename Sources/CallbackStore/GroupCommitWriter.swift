@@ -87,7 +87,7 @@ public final class GroupCommitWriter: Sendable {
         let outcomes = Outcomes(mailbox: mailbox, logger: logger, observer: observer)
         let checkpointer = store.startCheckpointing()
         // An fdatasync that failed before this writer existed is reported to nobody now.
-        store.noteFailedSync(reason: SQLiteCallbackStore.startReason)
+        store.noteFailedSync(.startUp)
         let syncStage = SyncStage(sync: sync, outcomes: outcomes) { checkpointer?.pause(.walRepair) }
         let writerThread = Thread {
             nameCurrentThread("store-writer")
@@ -364,12 +364,10 @@ final class SyncStage: @unchecked Sendable {
     /// the sync thread.
     func finish() {
         condition.lock()
-        defer { condition.unlock() }
         isFinished = true
         condition.broadcast()
-        while !waiting.isEmpty || isSyncing {
-            condition.wait()
-        }
+        condition.unlock()
+        waitUntilIdle()
     }
 
     func run() {

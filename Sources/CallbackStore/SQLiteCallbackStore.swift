@@ -28,7 +28,16 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     private var checkpointer: Checkpointer?
     /// Why the WAL must be made whole on disk before the next write, if it must: see
     /// `recoverFromFailedSync`.
-    private var walRecoveryReason: String?
+    private var walRepair: WALRepair?
+
+    /// Why the WAL is to be written back whole before the next write.
+    enum WALRepair: Equatable {
+        /// A service starts: a failed fdatasync of a previous process, or of another program, is
+        /// reported to nobody now, yet its frames may still be missing on disk.
+        case startUp
+        /// This fdatasync failed (the text says which, for the log).
+        case failed(String)
+    }
     /// Between noticing that the file was moved and having reopened it (logs the move once).
     private var isReopeningMovedFile = false
     private var hasLoggedMovedFileFailure = false
@@ -79,9 +88,9 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     }
 
     /// Records that an fdatasync of a log this store handed out failed, or may have failed where
-    /// nobody saw it (`reason` says which): the next write first makes the WAL whole on disk.
-    func noteFailedSync(reason: String = "a failed fdatasync") {
-        if walRecoveryReason == nil || walRecoveryReason == Self.startReason { walRecoveryReason = reason }
+    /// nobody saw it: the next write first makes the WAL whole on disk.
+    func noteFailedSync(_ reason: WALRepair = .failed("a failed fdatasync")) {
+        if walRepair == nil || walRepair == .startUp { walRepair = reason }
         checkpointer?.pause(.walRepair)
     }
 
@@ -91,8 +100,8 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
     /// whole and synced (`WriteAheadLog.rewrite`) under the write lock; then background checkpoints
     /// resume. Throws, leaving the store in need of it, while the disk fails.
     func recoverFromFailedSync() throws(CallbackStoreError) {
-        if checkpointer?.takeWALFailure() == true { noteFailedSync(reason: "a failed fdatasync in a background checkpoint") }
-        guard let reason = walRecoveryReason else { return }
+        if checkpointer?.takeWALFailure() == true { noteFailedSync(.failed("a failed fdatasync in a background checkpoint")) }
+        guard let reason = walRepair else { return }
         // On the current connection, moved file or not: its WAL must be whole before `reopenIfMoved`
         // copies it into the moved file.
         let writeAheadLog = try openWriteAheadLog()
@@ -100,10 +109,10 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in try writeAheadLog.rewrite() }
         }
         _ = try? writeAheadLogCheck?.sync()  // its report of the repaired failure is stale now
-        walRecoveryReason = nil
+        walRepair = nil
         checkpointer?.resume(.walRepair)
-        if reason != Self.startReason {
-            logger.notice("The WAL was written back and synced after \(reason)", metadata: ["storage.path": "\(path)"])
+        if case .failed(let cause) = reason {
+            logger.notice("The WAL was written back and synced after \(cause)", metadata: ["storage.path": "\(path)"])
         }
     }
 
@@ -118,14 +127,10 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         } catch {
             logger.debug("WAL checkpoint after a commit failed", metadata: ["error": "\(error)"])
             if let writeAheadLogCheck, (try? writeAheadLogCheck.sync()) == nil {
-                noteFailedSync(reason: "a failed fdatasync in a checkpoint")
+                noteFailedSync(.failed("a failed fdatasync in a checkpoint"))
             }
         }
     }
-
-    /// For `noteFailedSync` when a service starts: a failed fdatasync of a previous process, or of
-    /// another program, is reported to nobody now, yet its frames may still be missing on disk.
-    static let startReason = "start-up"
 
     // MARK: - Writing
 
