@@ -30,7 +30,7 @@ struct Sandbox: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let signals = ServiceSignals()
+        let signals = await ProcessSignals()
         bootstrapLogging(ListenerConfiguration.Logging())
         var settings = SandboxConfiguration()
         settings.port = port

@@ -16,16 +16,18 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var config: ConfigOption
 
     func run() async throws {
+        // Trapped first: systemd may send SIGHUP or SIGTERM as soon as it reads READY=1.
+        let signals = await ProcessSignals()
         let path = config.resolvedPath
         let configuration = try await loadConfiguration(path)
-        bootstrapLogging(configuration.logging)
+        let logLevel = bootstrapLogging(configuration.logging)
         let logger = Logger(label: "thingspace-listener")
         let service = ListenerService(
             configuration: configuration,
             reload: { () async throws(ConfigurationError) -> ListenerConfiguration in
                 try ListenerConfiguration(source: try await ConfigurationSource.load(configPath: path))
             },
-            logger: logger
+            logger: logger, logLevel: logLevel, signals: signals
         )
         do {
             try await service.run()
@@ -67,10 +69,12 @@ func loadConfiguration(_ path: String?) async throws -> ListenerConfiguration {
     }
 }
 
-func bootstrapLogging(_ settings: ListenerConfiguration.Logging) {
-    // The level lives in one switch, so SIGHUP changes it for every logger at once.
-    LogLevelSwitch.shared.level = settings.level
+/// Every logger follows the returned level (a reload changes it) unless given its own.
+@discardableResult
+func bootstrapLogging(_ settings: ListenerConfiguration.Logging) -> LogLevelControl {
+    let level = LogLevelControl(settings.level)
     LoggingSystem.bootstrap { label in
-        ListenerLogHandler(label: label, format: settings.format)
+        ListenerLogHandler(label: label, format: settings.format, level: level)
     }
+    return level
 }

@@ -155,7 +155,8 @@ final class TemporaryDirectory {
 @Suite struct LogHandlerTests {
     @Test func textLinesCannotBeForgedWithControlCharacters() {
         let captured = Mutex<[UInt8]>([])
-        let handler = ListenerLogHandler(label: "test", format: .text, journald: true, output: LogOutput { line in captured.withLock { $0 += line } })
+        let handler = ListenerLogHandler(
+            label: "test", format: .text, level: LogLevelControl(), journald: true, output: LogOutput { line in captured.withLock { $0 += line } })
         var logger = Logger(label: "test") { _ in handler }
         logger.logLevel = .info
         logger.notice("callback rejected", metadata: ["detail": "member \"a\n<3>ERROR forged\" twice"])
@@ -163,5 +164,28 @@ final class TemporaryDirectory {
         #expect(text.hasPrefix("<5>NOTICE callback rejected"))
         #expect(text.split(separator: "\n").count == 1)
         #expect(text.contains("a\\n<3>ERROR forged"))
+    }
+
+    /// swift-log's contract: a logger's level is its own; the bootstrap's level is the default a reload changes.
+    @Test func aLoggersLevelIsItsOwnAndTheBootstrapLevelIsTheDefault() {
+        let captured = Mutex<[String]>([])
+        let control = LogLevelControl(.info)
+        let factory: @Sendable (String) -> ListenerLogHandler = { label in
+            ListenerLogHandler(
+                label: label, format: .text, level: control, journald: true,
+                output: LogOutput { line in captured.withLock { $0.append(String(decoding: line, as: UTF8.self)) } })
+        }
+        var chatty = Logger(label: "chatty", factory: factory)
+        let plain = Logger(label: "plain", factory: factory)
+        chatty.logLevel = .debug
+        #expect(plain.logLevel == .info)
+        plain.debug("hidden")
+        chatty.debug("shown")
+        control.level = .error  // a reload
+        #expect(plain.logLevel == .error)
+        #expect(chatty.logLevel == .debug)
+        plain.warning("hidden too")
+        chatty.debug("still shown")
+        #expect(captured.withLock { $0 }.map { $0.contains("shown") && !$0.contains("hidden") } == [true, true])
     }
 }

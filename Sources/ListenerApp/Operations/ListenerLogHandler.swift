@@ -7,23 +7,27 @@ import ThingSpace
 /// when journald reads the stream, so `journalctl -p` works) or JSON lines.
 public struct ListenerLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
-    /// Shared through `LogLevelSwitch` so a reload changes every logger at once.
+    /// The bootstrap's level (a reload changes it for every logger), until
+    /// this logger is given one of its own.
     public var logLevel: Logger.Level {
-        get { LogLevelSwitch.shared.level }
-        set { LogLevelSwitch.shared.level = newValue }
+        get { ownLevel ?? defaultLevel.level }
+        set { ownLevel = newValue }
     }
+    private let defaultLevel: LogLevelControl
+    private var ownLevel: Logger.Level?
     private let label: String
     private let format: ListenerConfiguration.LogFormat
     private let journald: Bool
     private let output: LogOutput
 
     public init(
-        label: String, format: ListenerConfiguration.LogFormat,
+        label: String, format: ListenerConfiguration.LogFormat, level: LogLevelControl,
         journald: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil,
         output: LogOutput = .standardError
     ) {
         self.label = label
         self.format = format
+        self.defaultLevel = level
         self.journald = journald
         self.output = output
     }

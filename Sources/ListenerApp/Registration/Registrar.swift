@@ -22,7 +22,6 @@ final class Registrar: Sendable {
     private let deregisterOnShutdown: Atomic<Bool>
     private let metrics: ListenerMetrics
     private let logger: Logger
-    private let sandbox: SandboxHost?
 
     private struct State {
         var services: [String: ServiceState] = [:]
@@ -34,22 +33,11 @@ final class Registrar: Sendable {
     private let wake = NSCondition()
     private let finished = DispatchSemaphore(value: 0)
 
-    /// The registrar for `configuration`, or nil (with one log line saying
-    /// how to turn it on) when registration is off.
-    static func make(configuration: ListenerConfiguration, metrics: ListenerMetrics, logger: Logger, boundPort: Int?) -> Registrar? {
-        var thingspace = configuration.thingspace
-        var sandbox: SandboxHost?
-        if thingspace.sandbox {
-            do {
-                let host = try SandboxHost(configuration: configuration, listenerPort: boundPort, logger: logger)
-                thingspace = host.thingspaceSettings(overriding: thingspace)
-                sandbox = host
-            } catch {
-                logger.error("ThingSpace sandbox did not start; registration is off: \(error)")
-                metrics.setRegistrationState(.off)
-                return nil
-            }
-        }
+    /// The registrar for these settings (the sandbox's, when it runs), or nil
+    /// (with one log line saying how to turn it on) when registration is off.
+    static func make(
+        thingspace: ListenerConfiguration.ThingSpace, callbacks: ListenerConfiguration.Callbacks, metrics: ListenerMetrics, logger: Logger
+    ) -> Registrar? {
         guard thingspace.registrationEnabled else {
             logger.notice(
                 "registration with ThingSpace is off: set thingspace.accountName, clientID, clientSecret, username, password and callbackBaseURL (or thingspace.sandbox: true to try it locally)"
@@ -73,12 +61,12 @@ final class Registrar: Sendable {
         var shutdownConfiguration = clientConfiguration
         shutdownConfiguration.maxAttempts = 2
         shutdownConfiguration.retryBaseDelay = .milliseconds(250)
-        let targets = configuration.callbacks.services.map { service in
+        let targets = callbacks.services.map { service in
             (
                 service,
                 RegisterCallbackRequest(
                     name: service, url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + service,
-                    username: configuration.callbacks.username, password: configuration.callbacks.password?.value
+                    username: callbacks.username, password: callbacks.password?.value
                 )
             )
         }
@@ -86,14 +74,14 @@ final class Registrar: Sendable {
             accountName: accountName, targets: targets,
             client: ConnectivityCallbacksClient(configuration: clientConfiguration, credentials: credentials, logger: logger),
             shutdownClient: ConnectivityCallbacksClient(configuration: shutdownConfiguration, credentials: credentials, logger: logger),
-            deregisterOnShutdown: thingspace.deregisterOnShutdown, metrics: metrics, logger: logger, sandbox: sandbox
+            deregisterOnShutdown: thingspace.deregisterOnShutdown, metrics: metrics, logger: logger
         )
     }
 
     private init(
         accountName: String, targets: [(service: String, request: RegisterCallbackRequest)],
         client: ConnectivityCallbacksClient, shutdownClient: ConnectivityCallbacksClient, deregisterOnShutdown: Bool,
-        metrics: ListenerMetrics, logger: Logger, sandbox: SandboxHost?
+        metrics: ListenerMetrics, logger: Logger
     ) {
         self.accountName = accountName
         self.targets = targets
@@ -102,7 +90,6 @@ final class Registrar: Sendable {
         self.deregisterOnShutdown = Atomic(deregisterOnShutdown)
         self.metrics = metrics
         self.logger = logger
-        self.sandbox = sandbox
         state.withLock { state in for target in targets { state.services[target.service] = .pending } }
     }
 
@@ -204,7 +191,6 @@ final class Registrar: Sendable {
         let held = state.withLock { state in targets.map(\.service).filter { state.services[$0] == .registered } }
         guard deregisterOnShutdown.load(ordering: .relaxed), !held.isEmpty else {
             if !held.isEmpty { logger.notice("leaving registrations in place (thingspace.deregisterOnShutdown is false)") }
-            sandbox?.stop()
             return
         }
         let done = DispatchSemaphore(value: 0)
@@ -225,7 +211,6 @@ final class Registrar: Sendable {
         let completed = await wait(for: done, until: deadline)
         if !completed { logger.error("deregistration did not finish within 30 s; stopping anyway") }
         metrics.setRegistrationState(.deregistered)
-        sandbox?.stop()
     }
 
     /// Waits for `semaphore` without blocking the caller's task; false on timeout.

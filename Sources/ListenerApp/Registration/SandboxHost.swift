@@ -39,5 +39,7 @@ final class SandboxHost: Sendable {
         return result
     }
 
+    var baseURL: String { sandbox.baseURL }
+
     func stop() { sandbox.stop() }
 }

@@ -1,0 +1,323 @@
+// The listener's long-running parts, each started and stopped by the
+// composition (ServiceComposition). A part that needs another (the callback
+// server needs the store's writer) is given it and reads it once it is up:
+// the order guarantees it is.
+import CallbackStore
+import Dispatch
+import Foundation
+import HTTPServer
+import Logging
+import Synchronization
+
+/// What a part makes in `start` and others read afterwards.
+final class StartedValue<Value: Sendable>: Sendable {
+    private let value = Mutex<Value?>(nil)
+    func set(_ new: Value?) { value.withLock { $0 = new } }
+    var current: Value? { value.withLock { $0 } }
+    /// For parts that start later: the composition's order guarantees it.
+    func required(by part: String) -> Value {
+        guard let current else { preconditionFailure("\(part) started before the part it depends on") }
+        return current
+    }
+}
+
+/// Opens the store and runs its group-commit writer; nothing is acknowledged without it.
+final class StorePart: ListenerPart {
+    let name = "store"
+    private let configuration: ListenerConfiguration.Storage
+    private let metrics: ListenerMetrics
+    private let logger: Logger
+    let writer = StartedValue<GroupCommitWriter>()
+
+    init(configuration: ListenerConfiguration.Storage, metrics: ListenerMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func start() throws(ListenerError) {
+        let store: SQLiteCallbackStore
+        do {
+            store = try SQLiteCallbackStore(path: configuration.path)
+        } catch {
+            throw .storeUnavailable("\(configuration.path): \(error)")
+        }
+        writer.set(
+            GroupCommitWriter(
+                store: store, capacity: configuration.queueCapacity, logger: logger,
+                observer: { [metrics] event in
+                    if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
+                }
+            )
+        )
+    }
+
+    func stop() {
+        writer.current?.close()
+    }
+}
+
+/// Deletes old callbacks hourly (`storage.retentionDays`).
+final class RetentionPart: ListenerPart {
+    let name = "retention"
+    private let configuration: ListenerConfiguration.Storage
+    private let logger: Logger
+    // Dispatch sources are made in `start`: releasing one never resumed traps.
+    private let sweeper = StartedValue<RetentionSweeper>()
+
+    init?(configuration: ListenerConfiguration.Storage, logger: Logger) {
+        guard configuration.retentionDays > 0 else { return nil }
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func start() {
+        sweeper.set(RetentionSweeper(configuration: configuration, logger: logger))
+        sweeper.current?.start()
+    }
+
+    func stop() { sweeper.current?.stop() }
+}
+
+/// The callback port: the intake handler behind the strict HTTP server.
+final class CallbackServerPart: ListenerPart {
+    let name = "callback server"
+    private let configuration: ListenerConfiguration
+    private let store: StorePart
+    private let metrics: ListenerMetrics
+    private let logger: Logger
+    private let socket: Int32?
+    let server = StartedValue<HTTPServer>()
+    let handler = StartedValue<CallbackHandler>()
+    private let draining = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+
+    /// - Parameter socket: a listening socket passed by systemd, if any.
+    init(configuration: ListenerConfiguration, store: StorePart, metrics: ListenerMetrics, socket: Int32?, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.metrics = metrics
+        self.socket = socket
+        self.logger = logger
+    }
+
+    /// The bound port, once listening (useful with port 0).
+    var localPort: Int? { server.current?.localPort }
+
+    /// Accepting and not draining.
+    var isServing: Bool { started.load(ordering: .relaxed) && !draining.load(ordering: .relaxed) }
+
+    func start() throws(ListenerError) {
+        let handler = CallbackHandler(
+            pathPrefix: configuration.http.pathPrefix, policy: IntakePolicy(configuration.callbacks),
+            writer: store.writer.required(by: name), metrics: metrics, logger: logger
+        )
+        self.handler.set(handler)
+        let server = HTTPServer(configuration: configuration.serverConfiguration, handler: handler, logger: logger)
+        self.server.set(server)
+        do {
+            if let socket { try server.start(listeningSockets: [socket]) } else { try server.start() }
+        } catch {
+            throw .listenFailed("\(configuration.http.host):\(configuration.http.port): \(error)")
+        }
+        started.store(true, ordering: .relaxed)
+        logger.info(
+            "listening for callbacks",
+            metadata: [
+                "address": "\(socket == nil ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
+                "path": "\(configuration.http.pathPrefix)/{\(configuration.callbacks.services.joined(separator: ","))}",
+            ]
+        )
+        if configuration.callbacks.username == nil && configuration.callbacks.allowedSources.isEmpty {
+            logger.warning(
+                "callbacks.username/password and callbacks.allowedSources are not set: anyone who can reach the port can store callbacks"
+            )
+        }
+    }
+
+    /// Stops accepting and lets in-flight requests finish, within `http.shutdownGracePeriod`.
+    func stop() async {
+        draining.store(true, ordering: .relaxed)
+        guard let server = server.current else { return }
+        let grace = Duration.milliseconds(Int(configuration.http.shutdownGracePeriod * 1000))
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            server.shutdown(gracePeriod: grace) { done.resume() }
+        }
+    }
+}
+
+/// `/healthz`, `/readyz`, `/metrics` on their own port. Health and metrics
+/// are for operators: a port that cannot be bound is logged, and callbacks
+/// are served anyway. Started before the callback server and stopped after it,
+/// so that `/healthz` reports the drain.
+final class AdminServerPart: ListenerPart {
+    let name = "admin server"
+    private let configuration: ListenerConfiguration.Admin
+    private let socket: Int32?
+    private let logger: Logger
+    let server: HTTPServer
+    private let up = Atomic<Bool>(false)
+
+    init(configuration: ListenerConfiguration.Admin, handler: AdminHandler, socket: Int32?, logger: Logger) {
+        self.configuration = configuration
+        self.socket = socket
+        self.logger = logger
+        var serverConfiguration = HTTPServerConfiguration()
+        serverConfiguration.host = configuration.host
+        serverConfiguration.port = configuration.port
+        serverConfiguration.maxConnections = 64
+        server = HTTPServer(configuration: serverConfiguration, handler: handler, logger: logger)
+    }
+
+    func start() {
+        do {
+            if let socket { try server.start(listeningSockets: [socket]) } else { try server.start() }
+            up.store(true, ordering: .relaxed)
+            logger.info("admin listener up", metadata: ["address": "\(configuration.host):\(server.localPort ?? 0)"])
+        } catch {
+            logger.error("admin listener not started: \(error)")
+        }
+    }
+
+    func stop() async {
+        guard up.load(ordering: .relaxed) else { return }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            server.shutdown(gracePeriod: .seconds(1)) { done.resume() }
+        }
+    }
+}
+
+/// systemd's watchdog, pinged while the accept loop and the writer progress.
+final class WatchdogPart: ListenerPart {
+    let name = "watchdog"
+    private let make: @Sendable () -> Watchdog?
+    private let watchdog = StartedValue<Watchdog>()
+
+    init(notifier: SystemdNotifier, environment: [String: String], server: CallbackServerPart, store: StorePart, logger: Logger) {
+        make = { Watchdog(notifier: notifier, environment: environment, server: server.server.required(by: "watchdog"), writer: store.writer.required(by: "watchdog"), logger: logger) }
+    }
+
+    func start() {
+        watchdog.set(make())
+        watchdog.current?.start()
+    }
+
+    func stop() { watchdog.current?.stop() }
+}
+
+/// `STATUS=` for systemd every 5 s, and the open-connections gauge.
+/// `timer` is set in `start` and read in `stop`, which the composition orders.
+final class StatusReporterPart: ListenerPart, @unchecked Sendable {
+    let name = "status reporter"
+    private var timer: (any DispatchSourceTimer)?
+    private let server: CallbackServerPart
+    private let registrar: RegistrarPart
+    private let notifier: SystemdNotifier
+    private let metrics: ListenerMetrics
+
+    init(notifier: SystemdNotifier, server: CallbackServerPart, registrar: RegistrarPart, metrics: ListenerMetrics) {
+        self.server = server
+        self.registrar = registrar
+        self.notifier = notifier
+        self.metrics = metrics
+    }
+
+    func start() {
+        let server = server.server.required(by: name)
+        let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        timer.setEventHandler { [registrar, notifier, metrics] in
+            metrics.setOpenConnections(server.openConnections)
+            notifier.notify("STATUS=Serving callbacks; \(registrar.stateDescription); \(server.openConnections) connections open")
+        }
+        timer.schedule(deadline: .now() + 5, repeating: 5)
+        timer.resume()
+        self.timer = timer
+    }
+
+    func stop() { timer?.cancel() }
+}
+
+/// `thingspace.sandbox: true`: a ThingSpace simulator in this process, for the registrar to talk to.
+final class SandboxPart: ListenerPart {
+    let name = "sandbox"
+    private let configuration: ListenerConfiguration
+    private let server: CallbackServerPart
+    private let logger: Logger
+    let host = StartedValue<SandboxHost>()
+
+    init(configuration: ListenerConfiguration, server: CallbackServerPart, logger: Logger) {
+        self.configuration = configuration
+        self.server = server
+        self.logger = logger
+    }
+
+    func start() throws {
+        host.set(try SandboxHost(configuration: configuration, listenerPort: server.localPort, logger: logger))
+    }
+
+    func stop() { host.current?.stop() }
+}
+
+/// Registers with ThingSpace (or the sandbox) in the background; deregisters at stop.
+final class RegistrarPart: ListenerPart {
+    let name = "registrar"
+    private let configuration: ListenerConfiguration
+    private let sandbox: SandboxPart?
+    private let metrics: ListenerMetrics
+    private let logger: Logger
+    let registrar = StartedValue<Registrar>()
+    /// Fixed before start: whether `/readyz` waits for registration.
+    let isEnabled: Bool
+
+    init(configuration: ListenerConfiguration, sandbox: SandboxPart?, metrics: ListenerMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.sandbox = sandbox
+        self.metrics = metrics
+        self.logger = logger
+        isEnabled = sandbox != nil || configuration.thingspace.registrationEnabled
+    }
+
+    func start() {
+        var thingspace = configuration.thingspace
+        if let sandbox { thingspace = sandbox.host.required(by: name).thingspaceSettings(overriding: thingspace) }
+        let registrar = Registrar.make(thingspace: thingspace, callbacks: configuration.callbacks, metrics: metrics, logger: logger)
+        self.registrar.set(registrar)
+        registrar?.start()
+    }
+
+    func stop() async {
+        await registrar.current?.stop()
+    }
+
+    var isRegistered: Bool { registrar.current?.isRegistered ?? false }
+    var stateDescription: String {
+        guard isEnabled else { return "registration off" }
+        return registrar.current?.stateDescription ?? "registering"
+    }
+}
+
+/// READY=1 once everything before it is up; STOPPING=1 as the shutdown begins
+/// (the last part is the first to stop).
+final class ReadinessPart: ListenerPart {
+    let name = "readiness"
+    private let notifier: SystemdNotifier
+    private let registrar: RegistrarPart
+    private let stopping = Atomic<Bool>(false)
+
+    init(notifier: SystemdNotifier, registrar: RegistrarPart) {
+        self.notifier = notifier
+        self.registrar = registrar
+    }
+
+    func start() {
+        notifier.notify("READY=1\nSTATUS=Serving callbacks; \(registrar.isEnabled ? "registering" : "registration off")\nMAINPID=\(getpid())")
+    }
+
+    /// Also said early, by the signal handler, so that systemd knows at once.
+    func announceStopping() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        notifier.notify("STOPPING=1\nSTATUS=Stopping: deregistering, then draining")
+    }
+
+    func stop() { announceStopping() }
+}
