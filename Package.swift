@@ -96,10 +96,18 @@ let package = Package(
             dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // What tests share: temporary directories, the blocking client, polling, log capture.
+        .target(
+            name: "TestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ListenerAppTests",
             dependencies: [
-                "ListenerApp", "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                "ListenerApp", "TestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -146,6 +146,6 @@ public final class ListenerService: Sendable {
     public var callbackPort: Int? { callbackServer.localPort }
     /// The admin port, once listening.
     public var adminPort: Int? { adminServer?.server.localPort }
-    /// The in-process sandbox's base URL, when it runs.
-    public var sandboxBaseURL: String? { sandbox?.host.current?.baseURL }
+    /// The in-process sandbox, when it runs.
+    var sandboxHost: SandboxHost? { sandbox?.host.current }
 }

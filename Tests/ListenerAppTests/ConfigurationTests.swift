@@ -1,23 +1,10 @@
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 @testable import ListenerApp
 
-/// A fresh temporary directory, removed when the test's scope ends.
-final class TemporaryDirectory {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("tsl-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func write(_ name: String, _ text: String) throws -> String {
-        let file = path + "/" + name
-        try text.write(toFile: file, atomically: true, encoding: .utf8)
-        return file
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
 @Suite struct ConfigurationTests {
     func load(_ json: String?, environment: [String: String] = [:]) async throws -> ListenerConfiguration {

@@ -30,6 +30,8 @@ public final class CallbackHandler: HTTPRequestHandler {
     /// Replaces what the intake accepts (SIGHUP). Requests already checked keep their verdict.
     public func update(policy newPolicy: IntakePolicy) { policy.withLock { $0 = newPolicy } }
 
+    var currentPolicy: IntakePolicy { policy.withLock { $0 } }
+
     public func handle(_ request: HTTPRequest, context: HTTPRequestContext, responder: HTTPResponder) {
         let policy = self.policy.withLock { $0 }
         switch admit(request, context: context, policy: policy) {

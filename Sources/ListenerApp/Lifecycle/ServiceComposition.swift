@@ -88,7 +88,11 @@ private struct OrderedService: Service {
                 after.abandon()
             }
             guard ready else {
+                // Never started. The group stops parts one at a time, in
+                // reverse, and takes a part that returns before its turn for a
+                // crash: wait for that turn.
                 started.fail()
+                try? await gracefulShutdown()
                 return
             }
         }

@@ -7,7 +7,7 @@ import ThingSpaceSandbox
 /// deregister) without a Verizon account. The registrar talks to it exactly
 /// as to ThingSpace, over libcurl and loopback.
 final class SandboxHost: Sendable {
-    private let sandbox: ThingSpaceSandbox
+    let sandbox: ThingSpaceSandbox
     private let listenerBaseURL: String
 
     init(configuration: ListenerConfiguration, listenerPort: Int?, logger: Logger) throws {

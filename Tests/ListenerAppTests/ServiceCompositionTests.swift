@@ -1,0 +1,140 @@
+import Glibc
+import Logging
+import ServiceLifecycle
+import Synchronization
+import TestSupport
+import Testing
+@testable import ListenerApp
+
+/// A part that records its start and stop in a shared journal.
+private final class RecordingPart: ListenerPart {
+    let name: String
+    let journal: Journal
+    let failStart: Bool
+    let startDelay: Duration
+
+    init(_ name: String, journal: Journal, failStart: Bool = false, startDelay: Duration = .zero) {
+        self.name = name
+        self.journal = journal
+        self.failStart = failStart
+        self.startDelay = startDelay
+    }
+
+    struct Refused: Error {}
+
+    func start() async throws {
+        try? await Task.sleep(for: startDelay)
+        journal.append("start \(name)")
+        if failStart { throw Refused() }
+    }
+
+    func stop() async { journal.append("stop \(name)") }
+}
+
+private final class Journal: Sendable {
+    private let entries = Mutex<[String]>([])
+    func append(_ entry: String) { entries.withLock { $0.append(entry) } }
+    var all: [String] { entries.withLock { $0 } }
+}
+
+@Suite struct ServiceCompositionTests {
+    let logger = LogCapture().logger()
+
+    @Test func startsInOrderAndStopsInReverse() async throws {
+        let journal = Journal()
+        // A slow first part: the next ones must still wait for it.
+        let parts = [
+            RecordingPart("store", journal: journal, startDelay: .milliseconds(100)),
+            RecordingPart("server", journal: journal),
+            RecordingPart("registrar", journal: journal),
+        ]
+        let composition = ServiceComposition(parts: parts, logger: logger)
+        async let run: Void = composition.run()
+        #expect(await composition.waitUntilStarted())
+        #expect(journal.all == ["start store", "start server", "start registrar"])
+        await composition.shutdown()
+        try await run
+        #expect(
+            journal.all
+                == ["start store", "start server", "start registrar", "stop registrar", "stop server", "stop store"])
+    }
+
+    @Test func aFailedStartStopsWhatStartedAndStartsNothingAfter() async throws {
+        let journal = Journal()
+        let parts = [
+            RecordingPart("store", journal: journal),
+            RecordingPart("admin", journal: journal),
+            RecordingPart("server", journal: journal, failStart: true),
+            RecordingPart("watchdog", journal: journal),
+            RecordingPart("registrar", journal: journal),
+        ]
+        let composition = ServiceComposition(parts: parts, logger: logger)
+        await #expect(throws: PartFailedToStart.self) { try await composition.run() }
+        #expect(journal.all == ["start store", "start admin", "start server", "stop admin", "stop store"])
+        #expect(await composition.waitUntilStarted() == false)
+    }
+
+    @Test func aShutdownDuringStartUpStopsWhatStarted() async throws {
+        let journal = Journal()
+        let parts = [
+            RecordingPart("store", journal: journal),
+            RecordingPart("slow", journal: journal, startDelay: .milliseconds(300)),
+            RecordingPart("registrar", journal: journal),
+        ]
+        let composition = ServiceComposition(parts: parts, logger: logger)
+        async let run: Void = composition.run()
+        try await Task.sleep(for: .milliseconds(100))
+        await composition.shutdown()
+        try await run
+        let entries = journal.all
+        #expect(!entries.contains("start registrar"))
+        #expect(entries.first == "start store" && entries.last == "stop store")
+        // Whatever started was stopped, and in reverse.
+        let started = entries.filter { $0.hasPrefix("start") }.map { $0.dropFirst(6) }
+        let stopped = entries.filter { $0.hasPrefix("stop") }.map { $0.dropFirst(5) }
+        #expect(Array(stopped) == Array(started.reversed()))
+    }
+}
+
+/// Signals arrive as one sequence; SIGHUPs never run reloads at the same time.
+/// This traps SIGHUP in the test process (only SIGHUP is ever raised here).
+@Suite(.serialized) struct ProcessSignalsTests {
+    @Test func reloadsRunOneAtATimeAndOnlyOnceServing() async throws {
+        let signals = await ProcessSignals()
+        let state = Mutex((running: 0, most: 0, count: 0))
+        let serving = StartSignal()
+        signals.handle(
+            with: .init(
+                stop: { _ in },
+                serving: { await serving.wait() },
+                reload: {
+                    state.withLock { $0.running += 1; $0.most = max($0.most, $0.running) }
+                    try? await Task.sleep(for: .milliseconds(150))
+                    state.withLock { $0.running -= 1; $0.count += 1 }
+                }
+            )
+        )
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [signals], logger: LogCapture().logger()))
+        async let run: Void = group.run()
+        try await Task.sleep(for: .milliseconds(100))
+        // Before serving: kept, not run.
+        kill(getpid(), SIGHUP)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(state.withLock { $0.count } == 0)
+        serving.succeed()
+        #expect(await eventuallyAsync { state.withLock { $0.count } == 1 })
+        // A burst during a reload: one at a time, coalesced to at most one more.
+        for _ in 0..<5 {
+            kill(getpid(), SIGHUP)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(await eventuallyAsync { state.withLock { $0.count >= 2 && $0.running == 0 } })
+        try await Task.sleep(for: .milliseconds(400))
+        let final = state.withLock { $0 }
+        #expect(final.most == 1)
+        #expect(final.count >= 2 && final.count <= 4)
+        await group.triggerGracefulShutdown()
+        try await run
+    }
+}
