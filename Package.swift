@@ -115,7 +115,7 @@ let package = Package(
         // Start the real binary; it is built before the tests run (see Makefile).
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
     ]

@@ -30,7 +30,7 @@ final class ListenerFixture {
     func start(environment: [String: String] = [:]) throws {
         process = try ListenerProcess(arguments: ["serve", "--config", configPath], environment: environment)
         port = try process.waitForCallbackPort()
-        adminPort = (try? process.waitForAdminPort(timeout: .seconds(5))) ?? 0
+        adminPort = (try? process.waitForAdminPort(timeout: .seconds(5))) ?? 0  // 0: admin off in this test
     }
 
     func export(includeDuplicates: Bool = true) throws -> [[String: Any]] {
@@ -44,16 +44,6 @@ final class ListenerFixture {
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
-}
-
-extension ListenerProcess {
-    func waitForAdminPort(timeout: Duration) throws -> Int {
-        let line = try waitForLog("admin listener up", timeout: timeout)
-        guard let range = line.range(of: #"address=\S+:(\d+)"#, options: .regularExpression),
-            let port = Int(line[range].split(separator: ":").last ?? "")
-        else { return 0 }
-        return port
-    }
 }
 
 func callbackBody(requestID: String, password: String = "listener-pass", status: String = "Success", count: Int = 1) -> [UInt8] {

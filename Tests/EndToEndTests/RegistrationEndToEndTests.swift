@@ -1,6 +1,7 @@
 import Foundation
 import HTTP1
 import Logging
+import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
@@ -241,7 +242,7 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
     @Test func theSandboxCommandServesTheCallbacksAPI() throws {
         let port = try freeLoopbackPort()
         let sandbox = try ListenerProcess(arguments: ["sandbox", "--port", String(port)])
-        try sandbox.waitForLog("ThingSpace sandbox listening")
+        #expect(eventually { listeningTCPPorts(of: sandbox.pid).contains(port) })
         let directory = try TemporaryDirectory()
         let config = try writeConfiguration(directory.path, baseURL: "http://127.0.0.1:\(port)/api")
         let registered = try runListenerCommand([

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 /// The repository root, found from this file's path.
@@ -86,19 +87,34 @@ final class ListenerProcess: @unchecked Sendable {
         throw ProcessError.timedOut("log line containing \"\(text)\"; log:\n" + logLines.joined(separator: "\n"))
     }
 
-    /// The callback port, read from the "listening for callbacks" line (the tests bind port 0).
-    func waitForCallbackPort() throws -> Int {
-        let line = try waitForLog("listening for callbacks")
-        return try portIn(line)
+    /// The callback port, found from the process: its listening sockets, the
+    /// one that answers like the intake (a JSON `error`) rather than like the
+    /// admin listener or the sandbox. The tests bind port 0.
+    func waitForCallbackPort(timeout: Duration = .seconds(20)) throws -> Int {
+        try waitForPort("callback", timeout: timeout) { $0.bodyText.hasPrefix("{\"error\":") }
     }
 
-    func waitForAdminPort() throws -> Int { try portIn(try waitForLog("admin listener up")) }
+    /// The admin port: the listening socket that answers `/healthz` as the admin listener does.
+    func waitForAdminPort(timeout: Duration = .seconds(20)) throws -> Int {
+        try waitForPort("admin", timeout: timeout) { ["serving\n", "draining\n"].contains($0.bodyText) }
+    }
 
-    private func portIn(_ line: String) throws -> Int {
-        guard let range = line.range(of: #"address=\S+:(\d+)"#, options: .regularExpression),
-            let port = Int(line[range].split(separator: ":").last ?? "")
-        else { throw ProcessError.didNotStart("no port in: \(line)") }
-        return port
+    private func waitForPort(_ what: String, timeout: Duration, answers: (ClientResponse) -> Bool) throws -> Int {
+        let deadline = ContinuousClock.now + timeout
+        var probed: [Int: Bool] = [:]
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw ProcessError.didNotStart("exited with status \(process.terminationStatus); log:\n" + logLines.joined(separator: "\n"))
+            }
+            for port in listeningTCPPorts(of: pid) where probed[port] == nil {
+                // A port that does not answer yet is probed again on the next turn.
+                guard let response = try? TestSupport.TestClient(port: port, timeout: .seconds(2)).get("/healthz") else { continue }
+                probed[port] = answers(response)
+                if probed[port] == true { return port }
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw ProcessError.timedOut("the \(what) port of process \(pid); log:\n" + logLines.joined(separator: "\n"))
     }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
@@ -167,4 +183,30 @@ final class TemporaryDirectory {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// TCP ports process `pid` listens on: its socket descriptors
+/// (/proc/PID/fd) matched with the kernel's table of listening sockets.
+func listeningTCPPorts(of pid: Int32) -> [Int] {
+    let fdDirectory = "/proc/\(pid)/fd"
+    let inodes = Set(
+        ((try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? []).compactMap { name -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: fdDirectory + "/" + name),
+                target.hasPrefix("socket:[")
+            else { return nil }
+            return String(target.dropFirst(8).dropLast())
+        })
+    var ports: [Int] = []
+    for table in ["tcp", "tcp6"] {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // local_address rem_address st ... inode: state 0A is LISTEN.
+            guard fields.count > 9, fields[3] == "0A", inodes.contains(String(fields[9])),
+                let portText = fields[1].split(separator: ":").last, let port = Int(portText, radix: 16)
+            else { continue }
+            ports.append(port)
+        }
+    }
+    return ports.sorted()
 }
