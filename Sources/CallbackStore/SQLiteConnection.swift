@@ -9,7 +9,7 @@ import Darwin
 #endif
 
 /// One SQLite connection with its prepared statements cached by SQL text.
-/// Not thread-safe: use it from one thread at a time.
+/// Not thread-safe: use it from one thread at a time (checked: `ExclusiveUse`).
 final class SQLiteConnection {
     enum TransactionKind {
         /// Takes the write lock at once, so a busy database is noticed before any work is done.
@@ -19,6 +19,7 @@ final class SQLiteConnection {
     }
 
     let path: String
+    private let exclusive: ExclusiveUse
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
     /// The WAL's size in frames after the last commit, once `recordWALFrames()` was called.
@@ -27,6 +28,7 @@ final class SQLiteConnection {
     /// `create`: a writable open may create the file.
     init(path: String, readOnly: Bool, create: Bool = true) throws(CallbackStoreError) {
         self.path = path
+        exclusive = ExclusiveUse("the SQLite connection to \(path)")
         var db: OpaquePointer?
         let flags =
             readOnly ? SQLITE_OPEN_READONLY : create ? (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) : SQLITE_OPEN_READWRITE
@@ -74,8 +76,10 @@ final class SQLiteConnection {
 
     /// Runs SQL that returns no rows of interest (DDL, pragmas); several statements may be given.
     func execute(_ sql: String) throws(CallbackStoreError) {
-        let db = try database()
-        try check(sqlite3_exec(db, sql, nil, nil, nil))
+        try exclusive.run { () throws(CallbackStoreError) in
+            let db = try database()
+            try check(sqlite3_exec(db, sql, nil, nil, nil))
+        }
     }
 
     /// The first column of the first row of a query without parameters.
@@ -97,12 +101,14 @@ final class SQLiteConnection {
         _ sql: String,
         _ body: (SQLiteStatement) throws(CallbackStoreError) -> Result
     ) throws(CallbackStoreError) -> Result {
-        let statement = try prepared(sql)
-        defer {
-            sqlite3_reset(statement.handle)
-            sqlite3_clear_bindings(statement.handle)
+        try exclusive.run { () throws(CallbackStoreError) -> Result in
+            let statement = try prepared(sql)
+            defer {
+                sqlite3_reset(statement.handle)
+                sqlite3_clear_bindings(statement.handle)
+            }
+            return try body(statement)
         }
-        return try body(statement)
     }
 
     /// Like `withStatement`, for bodies that throw errors of any type (export callbacks).
@@ -110,12 +116,14 @@ final class SQLiteConnection {
         _ sql: String,
         _ body: (SQLiteStatement) throws -> Result
     ) throws -> Result {
-        let statement = try prepared(sql)
-        defer {
-            sqlite3_reset(statement.handle)
-            sqlite3_clear_bindings(statement.handle)
+        try exclusive.run { () throws -> Result in
+            let statement = try prepared(sql)
+            defer {
+                sqlite3_reset(statement.handle)
+                sqlite3_clear_bindings(statement.handle)
+            }
+            return try body(statement)
         }
-        return try body(statement)
     }
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it or the commit throws.
@@ -123,14 +131,16 @@ final class SQLiteConnection {
         _ kind: TransactionKind,
         _ body: () throws(CallbackStoreError) -> Result
     ) throws(CallbackStoreError) -> Result {
-        try run(kind == .immediate ? "BEGIN IMMEDIATE" : "BEGIN")
-        do {
-            let result = try body()
-            try run("COMMIT")
-            return result
-        } catch {
-            rollbackIfOpen()
-            throw error
+        try exclusive.run { () throws(CallbackStoreError) -> Result in
+            try run(kind == .immediate ? "BEGIN IMMEDIATE" : "BEGIN")
+            do throws(CallbackStoreError) {
+                let result = try body()
+                try run("COMMIT")
+                return result
+            } catch {
+                rollbackIfOpen()
+                throw error
+            }
         }
     }
 
