@@ -43,7 +43,8 @@ let rejectionCases: [RejectionCase] = [
     RejectionCase("method with a control byte", "GE\u{1}T / HTTP/1.1\r\n\(host)\r\n", .invalidMethod, 400),
     RejectionCase("request line without spaces", "GET\r\n\(host)\r\n", .invalidRequestLine, 400),
     RejectionCase("HTTP/0.9 style request line", "GET /\r\n\r\n", .invalidRequestLine, 400),
-    RejectionCase("space inside the target", "GET /a b HTTP/1.1\r\n\(host)\r\n", .invalidRequestTarget, 400),
+    // The target ends at the second space; what follows it is not a version.
+    RejectionCase("space inside the target", "GET /a b HTTP/1.1\r\n\(host)\r\n", .invalidVersion, 400),
     RejectionCase("two spaces before the target", "GET  / HTTP/1.1\r\n\(host)\r\n", .invalidRequestTarget, 400),
     RejectionCase("tab inside the target", "GET /a\tb HTTP/1.1\r\n\(host)\r\n", .invalidRequestTarget, 400),
     RejectionCase("control byte in the target", "GET /a\u{1}b HTTP/1.1\r\n\(host)\r\n", .invalidRequestTarget, 400),
