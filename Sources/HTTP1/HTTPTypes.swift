@@ -124,6 +124,18 @@ public struct HTTPRequestHead: Sendable, Equatable {
         return target[start..<end]
     }
 
+    /// Whether the method is one this server knows: those of RFC 9110 §9.3
+    /// and PATCH (RFC 5789). A known method a resource does not allow is
+    /// answered 405; any other (a valid token such as `BREW`) 501, since the
+    /// server implements it for no resource (RFC 9110 §9.1, §15.6.2).
+    /// Methods are case-sensitive: `get` is not GET.
+    public var isKnownMethod: Bool {
+        switch method {
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH": true
+        default: false
+        }
+    }
+
     /// The query of the target (after "?"), or nil without one.
     public var query: Substring? {
         guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
