@@ -60,6 +60,15 @@ struct FieldSectionScan: Sendable, Equatable {
         // Nothing past the limit is looked at: it could only be too much.
         let end = min(bytes.count, sectionStart + limit)
         var index = position
+        // Locals, so the loop keeps them in registers; written back on the way out.
+        var state = self.state
+        var lineStart = self.lineStart
+        var count = self.count
+        defer {
+            self.state = state
+            self.lineStart = lineStart
+            self.count = count
+        }
         while index < end {
             let byte = bytes[index]
             switch state {

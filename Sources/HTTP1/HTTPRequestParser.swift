@@ -25,7 +25,9 @@ public enum HTTPParserEvent: Sendable, Equatable {
 
 public struct HTTPRequestParser: Sendable {
     private enum Phase: Sendable, Equatable {
-        case head(HeadScan)
+        /// Reading a head; its progress is `headScan`, kept out of the enum
+        /// so that each call does not copy it in and out.
+        case head
         case fixedBody(length: Int)
         case chunkSizeLine(ChunkLineScan)
         case chunkData(remaining: Int)
@@ -55,7 +57,8 @@ public struct HTTPRequestParser: Sendable {
     private var buffer: [UInt8] = []
     /// The first byte not yet consumed; every offset in `phase` is relative to it.
     private var readIndex = 0
-    private var phase = Phase.head(HeadScan())
+    private var phase = Phase.head
+    private var headScan = HeadScan()
     /// The emitted head whose body is being read.
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
@@ -79,8 +82,8 @@ public struct HTTPRequestParser: Sendable {
 
     /// True between requests with no byte of the next one buffered.
     public var isIdle: Bool {
-        guard case .head(let scan) = phase else { return false }
-        return scan.requestLineEnd == nil && readIndex == buffer.count
+        guard case .head = phase else { return false }
+        return headScan.requestLineEnd == nil && readIndex == buffer.count
     }
 
     /// The head has been emitted and its body is not complete.
@@ -110,8 +113,8 @@ public struct HTTPRequestParser: Sendable {
     private mutating func advance() throws(HTTPParseError) -> HTTPParserEvent? {
         while true {
             switch phase {
-            case .head(let scan):
-                return try readHead(scan)
+            case .head:
+                return try readHead()
             case .fixedBody(let length):
                 guard buffer.count - readIndex >= length else { return nil }
                 if length > 0 { body = Array(buffer[readIndex..<(readIndex + length)]) }
@@ -143,15 +146,15 @@ public struct HTTPRequestParser: Sendable {
 
     // MARK: Head
 
-    private mutating func readHead(_ start: HeadScan) throws(HTTPParseError) -> HTTPParserEvent? {
-        var scan = start
+    private mutating func readHead() throws(HTTPParseError) -> HTTPParserEvent? {
+        var scan = headScan
         // Leading CRLFs before a request line are skipped, a few at most.
         while scan.requestLineEnd == nil, scan.line.position == 0, readIndex < buffer.count {
             let first = buffer[readIndex]
             if first == ASCII.lf { throw .bareLineFeed }
             guard first == ASCII.cr else { break }
             guard readIndex + 1 < buffer.count else {
-                phase = .head(scan)
+                headScan = scan
                 return nil
             }
             guard buffer[readIndex + 1] == ASCII.lf else { break }
@@ -172,9 +175,10 @@ public struct HTTPRequestParser: Sendable {
             return (head, end)
         }
         guard let (head, length) = parsed else {
-            phase = .head(scan)
+            headScan = scan
             return nil
         }
+        headScan = HeadScan()
         readIndex += length
         self.head = head
         phase = head.isChunked ? .chunkSizeLine(ChunkLineScan()) : .fixedBody(length: head.contentLength ?? 0)
@@ -248,7 +252,7 @@ public struct HTTPRequestParser: Sendable {
         self.head = nil
         body = []
         trailers = HTTPHeaders()
-        phase = .head(HeadScan())
+        phase = .head
         return .request(request)
     }
 
