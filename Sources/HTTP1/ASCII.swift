@@ -21,6 +21,10 @@ enum ASCII {
     static let percent: UInt8 = 0x25
     static let slash: UInt8 = 0x2F
     static let asterisk: UInt8 = 0x2A
+    static let question: UInt8 = 0x3F
+    static let equals: UInt8 = 0x3D
+    static let quote: UInt8 = 0x22
+    static let backslash: UInt8 = 0x5C
 
     @inline(__always)
     static func inMask(_ byte: UInt8, low: UInt64, high: UInt64) -> Bool {
@@ -35,17 +39,24 @@ enum ASCII {
         inMask(byte, low: 0x03ff_6cfa_0000_0000, high: 0x57ff_ffff_c7ff_fffe)
     }
 
-    /// Bytes of an origin- or absolute-form target (RFC 3986 pchar, "/", "?",
-    /// and the gen-delims ":@[]"); "%" is checked for two hex digits separately.
+    /// Bytes of the path and query of a target (RFC 3986 pchar, "/", "?", and
+    /// the gen-delims ":@[]"), "%" excluded: it needs two hex digits after it.
     @inline(__always)
     static func isTargetByte(_ byte: UInt8) -> Bool {
-        inMask(byte, low: 0xafff_fff2_0000_0000, high: 0x47ff_fffe_afff_ffff)
+        inMask(byte, low: 0xafff_ffd2_0000_0000, high: 0x47ff_fffe_afff_ffff)
     }
 
-    /// Bytes of a Host value: reg-name or IP-literal, ":" and a port.
+    /// reg-name bytes (RFC 3986 unreserved and sub-delims); "%" is checked
+    /// for two hex digits separately.
     @inline(__always)
-    static func isHostByte(_ byte: UInt8) -> Bool {
-        inMask(byte, low: 0x2fff_7ff2_0000_0000, high: 0x47ff_fffe_afff_fffe)
+    static func isRegNameByte(_ byte: UInt8) -> Bool {
+        inMask(byte, low: 0x2bff_7fd2_0000_0000, high: 0x47ff_fffe_87ff_fffe)
+    }
+
+    /// qdtext (RFC 9110 §5.6.4): HTAB, SP, VCHAR except DQUOTE and "\\", obs-text.
+    @inline(__always)
+    static func isQuotedTextByte(_ byte: UInt8) -> Bool {
+        isFieldValueByte(byte) && byte != 0x22 && byte != 0x5C
     }
 
     /// field-vchar, SP or HTAB (RFC 9110 §5.5); obs-text (0x80-0xFF) allowed.

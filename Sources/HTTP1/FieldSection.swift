@@ -1,46 +1,202 @@
-// Field sections (the header section and the trailer section): finding where
-// one ends, then parsing its lines strictly (RFC 9112 §5, RFC 9110 §5).
+// Field sections (the header section and the trailer section): checked one
+// byte at a time as bytes arrive, so a malformed line is refused at its first
+// bad byte rather than when the section (or a timeout) ends, then collected
+// into fields once complete (RFC 9112 §5, RFC 9110 §5).
 //
-// Finding the end only measures: a section is validated once it is complete,
-// so the error for a given input never depends on how it was split.
+// Every verdict depends only on the bytes up to the one that decides it, and
+// no byte past the size limit is ever looked at, so the error for a given
+// input never depends on how it was split.
 
-/// Where the search for the end of a field section stands, kept between
-/// appends so no byte is searched twice. Offsets are relative to the first
-/// unconsumed byte of the parser's buffer.
-struct SectionScan: Sendable, Equatable {
-    var lineStart: Int
-    var searchFrom: Int
-
-    init(at offset: Int) {
-        lineStart = offset
-        searchFrom = offset
+/// Where the scan of a field section stands, kept between appends so no byte
+/// is looked at twice. Offsets are relative to the first unconsumed byte of
+/// the parser's buffer.
+struct FieldSectionScan: Sendable, Equatable {
+    private enum State: UInt8, Sendable {
+        /// At the first byte of a line.
+        case lineStart
+        case name
+        /// Whitespace after a name: an error either way, which one depends on
+        /// whether a colon follows.
+        case nameWhitespace
+        case value
+        /// CR at the end of a value; LF must follow.
+        case valueCR
+        /// CR of the empty line that ends the section.
+        case finalCR
     }
 
-    /// The offset just past the empty line that ends the section starting at
-    /// `sectionStart`, or nil when more bytes are needed. Throws `tooLarge`
-    /// as soon as the section (counted through its final CRLF) must exceed `limit`.
-    mutating func findEnd(
-        in bytes: UnsafeBufferPointer<UInt8>, sectionStart: Int, limit: Int, tooLarge: HTTPParseError
+    /// Fields whose value is checked beyond field-value syntax while it arrives.
+    private enum Kind: UInt8, Sendable { case other, host, contentLength }
+
+    /// Where a Host value stands: leading OWS, the host itself, trailing OWS.
+    private enum HostPhase: UInt8, Sendable { case leading, host, trailing }
+
+    let sectionStart: Int
+    private var position: Int
+    private var state = State.lineStart
+    private var lineStart: Int
+    private var colon = 0
+    private var kind = Kind.other
+    private var hostPhase = HostPhase.leading
+    private var host = HostScan()
+    /// Complete field lines so far.
+    private(set) var count = 0
+
+    init(at offset: Int) {
+        sectionStart = offset
+        position = offset
+        lineStart = offset
+    }
+
+    /// Checks the bytes not looked at yet. Returns the offset just past the
+    /// empty line that ends the section, or nil when more bytes are needed.
+    /// Throws at the first byte that cannot belong to a valid section, and
+    /// `tooLarge` as soon as the section (counted through its final CRLF) must
+    /// exceed `limit`. With `noteFraming`, each complete field is noted in `framing`.
+    mutating func scan(
+        _ bytes: UnsafeBufferPointer<UInt8>, limit: Int, tooLarge: HTTPParseError, maxCount: Int,
+        tooMany: HTTPParseError, framing: inout FramingFields, noteFraming: Bool
     ) throws(HTTPParseError) -> Int? {
-        while true {
-            guard let lf = ASCII.firstIndex(of: ASCII.lf, in: bytes, from: searchFrom, to: bytes.count) else {
-                searchFrom = bytes.count
-                // The final LF is not here yet, so the section is longer than this.
-                if bytes.count - sectionStart >= limit { throw tooLarge }
-                return nil
+        // Nothing past the limit is looked at: it could only be too much.
+        let end = min(bytes.count, sectionStart + limit)
+        var index = position
+        // Locals, so the loop keeps them in registers; written back on the way out.
+        var state = self.state
+        var lineStart = self.lineStart
+        var count = self.count
+        defer {
+            self.state = state
+            self.lineStart = lineStart
+            self.count = count
+        }
+        while index < end {
+            let byte = bytes[index]
+            switch state {
+            case .lineStart:
+                if byte == ASCII.cr {
+                    state = .finalCR
+                } else if byte == ASCII.lf {
+                    throw .bareLineFeed
+                } else {
+                    if count >= maxCount { throw tooMany }
+                    if ASCII.isWhitespace(byte) { throw .obsoleteLineFolding }
+                    guard ASCII.isTokenByte(byte) else { throw .invalidFieldName }
+                    lineStart = index
+                    state = .name
+                }
+                index += 1
+            case .name:
+                while index < end, ASCII.isTokenByte(bytes[index]) { index += 1 }
+                guard index < end else { break }
+                let next = bytes[index]
+                if next == ASCII.colon {
+                    colon = index
+                    kind = Self.kind(bytes, lineStart..<index)
+                    if kind == .host {
+                        hostPhase = .leading
+                        host = HostScan()
+                    }
+                    state = .value
+                } else if ASCII.isWhitespace(next) {
+                    state = .nameWhitespace
+                } else {
+                    throw Self.nameError(next)
+                }
+                index += 1
+            case .nameWhitespace:
+                if byte == ASCII.colon { throw .whitespaceBeforeColon }
+                guard ASCII.isWhitespace(byte) else { throw Self.nameError(byte) }
+                index += 1
+            case .value:
+                if kind == .other {
+                    while index < end, ASCII.isFieldValueByte(bytes[index]) { index += 1 }
+                    guard index < end else { break }
+                } else {
+                    while index < end, ASCII.isFieldValueByte(bytes[index]) {
+                        try checkValueByte(bytes, at: index)
+                        index += 1
+                    }
+                    guard index < end else { break }
+                }
+                let next = bytes[index]
+                if next == ASCII.lf { throw .bareLineFeed }
+                guard next == ASCII.cr else { throw .invalidFieldValue }
+                if kind == .host && !host.isComplete { throw .invalidHost }
+                state = .valueCR
+                index += 1
+            case .valueCR:
+                guard byte == ASCII.lf else { throw .invalidFieldValue }  // a bare CR inside a value
+                count += 1
+                if noteFraming {
+                    let value = ASCII.trimmingWhitespace(bytes, (colon + 1)..<(index - 1))
+                    try framing.note(bytes, name: lineStart..<colon, value: value)
+                }
+                state = .lineStart
+                index += 1
+            case .finalCR:
+                // A CR that starts a line and is not followed by LF begins no valid name.
+                guard byte == ASCII.lf else { throw .invalidFieldName }
+                position = index + 1
+                return index + 1
             }
-            if lf + 1 - sectionStart > limit { throw tooLarge }
-            let length = lf - lineStart
-            if length == 0 || (length == 1 && bytes[lineStart] == ASCII.cr) { return lf + 1 }
-            lineStart = lf + 1
-            searchFrom = lf + 1
+        }
+        position = index
+        if index - sectionStart >= limit { throw tooLarge }
+        return nil
+    }
+
+    /// The error for `byte` ending a field name where a colon belongs.
+    @inline(__always)
+    private static func nameError(_ byte: UInt8) -> HTTPParseError {
+        if byte == ASCII.lf { return .bareLineFeed }
+        if byte == ASCII.cr { return .missingColon }
+        return .invalidFieldName
+    }
+
+    @inline(__always)
+    private static func kind(_ bytes: UnsafeBufferPointer<UInt8>, _ name: Range<Int>) -> Kind {
+        switch name.count {
+        case 4 where ASCII.equalsIgnoringCase(bytes, name, "host"): .host
+        case 14 where ASCII.equalsIgnoringCase(bytes, name, "content-length"): .contentLength
+        default: .other
+        }
+    }
+
+    /// The checks of a Host or Content-Length value that need no more than
+    /// the bytes so far; `bytes[index]` is a field-value byte.
+    @inline(__always)
+    private mutating func checkValueByte(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) throws(HTTPParseError) {
+        let byte = bytes[index]
+        switch kind {
+        case .other:
+            break
+        case .contentLength:
+            guard ASCII.isDigit(byte) || byte == ASCII.comma || ASCII.isWhitespace(byte) else {
+                throw .invalidContentLength
+            }
+        case .host:
+            switch hostPhase {
+            case .leading:
+                if ASCII.isWhitespace(byte) { return }
+                hostPhase = .host
+                guard host.accept(bytes, at: index) else { throw .invalidHost }
+            case .host:
+                if ASCII.isWhitespace(byte) {
+                    guard host.isComplete else { throw .invalidHost }
+                    hostPhase = .trailing
+                    return
+                }
+                guard host.accept(bytes, at: index) else { throw .invalidHost }
+            case .trailing:
+                guard ASCII.isWhitespace(byte) else { throw .invalidHost }
+            }
         }
     }
 }
 
 /// What the header fields say about framing, the connection and
 /// expectations, gathered while the fields are parsed.
-struct FramingFields {
+struct FramingFields: Sendable, Equatable {
     var hostCount = 0
     var contentLength: Int?
     var hasTransferEncoding = false
@@ -58,8 +214,7 @@ struct FramingFields {
     ) throws(HTTPParseError) {
         switch name.count {
         case 4 where ASCII.equalsIgnoringCase(bytes, name, "host"):
-            hostCount += 1
-            for index in value where !ASCII.isHostByte(bytes[index]) { throw .invalidHost }
+            hostCount += 1  // its syntax is checked while it arrives (FieldSectionScan)
         case 6 where ASCII.equalsIgnoringCase(bytes, name, "expect"):
             for element in ListElements(bytes, value) where !element.isEmpty {
                 if ASCII.equalsIgnoringCase(bytes, element, "100-continue") {
@@ -132,37 +287,20 @@ struct ListElements: Sequence, IteratorProtocol {
 }
 
 enum FieldLines {
-    /// Parses the complete field section `bytes[start..<end]` (`end` is past
-    /// the final empty line) into `headers`, noting framing fields when
-    /// `framing` is given.
-    static func parse(
-        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int,
-        maxCount: Int, tooMany: HTTPParseError,
-        into headers: inout HTTPHeaders, framing: inout FramingFields, noteFraming: Bool
-    ) throws(HTTPParseError) {
+    /// Collects the fields of the complete, already checked field section
+    /// `bytes[start..<end]` (`end` is past the final empty line).
+    static func collect(
+        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int, into headers: inout HTTPHeaders
+    ) {
         var lineStart = start
         while lineStart < end {
-            // The section is complete, so every line has its LF.
+            // The section is complete and checked: every line ends in CRLF, every field has a colon.
             let lf = ASCII.firstIndex(of: ASCII.lf, in: bytes, from: lineStart, to: end) ?? end - 1
-            guard lf > lineStart, bytes[lf - 1] == ASCII.cr else { throw .bareLineFeed }
             let lineEnd = lf - 1
-            if lineEnd == lineStart { return }  // the empty line
-            if headers.count >= maxCount { throw tooMany }
-
-            if ASCII.isWhitespace(bytes[lineStart]) { throw .obsoleteLineFolding }
-            guard let colon = ASCII.firstIndex(of: ASCII.colon, in: bytes, from: lineStart, to: lineEnd) else {
-                throw .missingColon
-            }
-            if colon == lineStart { throw .invalidFieldName }
-            if ASCII.isWhitespace(bytes[colon - 1]) { throw .whitespaceBeforeColon }
-            for index in lineStart..<colon where !ASCII.isTokenByte(bytes[index]) { throw .invalidFieldName }
-            for index in (colon + 1)..<lineEnd where !ASCII.isFieldValueByte(bytes[index]) {
-                throw .invalidFieldValue
-            }
-            let name = lineStart..<colon
-            let value = ASCII.trimmingWhitespace(bytes, (colon + 1)..<lineEnd)
-            if noteFraming { try framing.note(bytes, name: name, value: value) }
-            headers.add(name: ASCII.string(bytes, name), value: ASCII.string(bytes, value))
+            if lineEnd <= lineStart { return }  // the empty line
+            let colon = ASCII.firstIndex(of: ASCII.colon, in: bytes, from: lineStart, to: lineEnd) ?? lineEnd
+            let value = ASCII.trimmingWhitespace(bytes, min(colon + 1, lineEnd)..<lineEnd)
+            headers.add(name: ASCII.string(bytes, lineStart..<colon), value: ASCII.string(bytes, value))
             lineStart = lf + 1
         }
     }

@@ -11,7 +11,9 @@ public enum HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The method is empty or not a token.
     case invalidMethod
     /// The request-target is empty, has a byte outside the URI grammar, a bad
-    /// percent-escape, or a form the method does not allow.
+    /// percent-escape, or a form the method does not allow; or it is in
+    /// absolute-form with a scheme other than http/https, userinfo, or an
+    /// authority that is not `host[:port]` with a host.
     case invalidRequestTarget
     /// The version is not `HTTP/<digit>.<digit>`.
     case invalidVersion
@@ -66,7 +68,7 @@ public enum HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible 
     // Chunked body.
     /// A chunk-size that is missing or not hexadecimal.
     case invalidChunkSize
-    /// A chunk extension with a control byte.
+    /// A chunk extension outside `;name[=token or quoted-string]` (RFC 9112 §7.1.1).
     case invalidChunkExtension
     /// A chunk-size line longer than the parser accepts.
     case chunkLineTooLong
@@ -126,7 +128,7 @@ public enum HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible 
         case .unsupportedExpectation: "only 'Expect: 100-continue' is supported"
         case .bodyTooLarge: "the body exceeds the limit"
         case .invalidChunkSize: "a chunk size is not hexadecimal"
-        case .invalidChunkExtension: "a chunk extension contains a control byte"
+        case .invalidChunkExtension: "a chunk extension is not ';name' or ';name=value'"
         case .chunkLineTooLong: "a chunk-size line is too long"
         case .missingChunkTerminator: "chunk data is not followed by CRLF"
         case .trailerSectionTooLarge: "the trailer section exceeds the limit"

@@ -8,6 +8,11 @@
 //     └──(chunked)──▶ chunkSizeLine ⇄ chunkData → chunkDataEnd    request ──▶ head
 //                          └──(size 0)──▶ trailers ─────────────────────┘
 //
+// Heads, chunk-size lines and trailers are checked byte by byte as they
+// arrive (RequestLineScan, FieldSectionScan, ChunkLineScan), so garbage is
+// refused at its first bad byte instead of holding the connection until a
+// timeout; the verdict never depends on how the bytes were split.
+//
 // Any error moves to `failed`, which keeps throwing the same error.
 
 public enum HTTPParserEvent: Sendable, Equatable {
@@ -20,21 +25,25 @@ public enum HTTPParserEvent: Sendable, Equatable {
 
 public struct HTTPRequestParser: Sendable {
     private enum Phase: Sendable, Equatable {
-        case head(HeadScan)
+        /// Reading a head; its progress is `headScan`, kept out of the enum
+        /// so that each call does not copy it in and out.
+        case head
         case fixedBody(length: Int)
-        case chunkSizeLine(searchFrom: Int)
+        case chunkSizeLine(ChunkLineScan)
         case chunkData(remaining: Int)
         case chunkDataEnd
-        case trailers(SectionScan)
+        case trailers(FieldSectionScan)
         case failed(HTTPParseError)
     }
 
     /// Progress through a head. Offsets are relative to `readIndex`.
     private struct HeadScan: Sendable, Equatable {
         var emptyLinesSkipped = 0
+        var line = RequestLineScan()
         /// Just past the request line's LF, once it has been found.
         var requestLineEnd: Int?
-        var lines = SectionScan(at: 0)
+        var fields = FieldSectionScan(at: 0)
+        var framing = FramingFields()
     }
 
     /// Empty lines tolerated before a request line (RFC 9112 §2.2).
@@ -48,7 +57,8 @@ public struct HTTPRequestParser: Sendable {
     private var buffer: [UInt8] = []
     /// The first byte not yet consumed; every offset in `phase` is relative to it.
     private var readIndex = 0
-    private var phase = Phase.head(HeadScan())
+    private var phase = Phase.head
+    private var headScan = HeadScan()
     /// The emitted head whose body is being read.
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
@@ -72,8 +82,8 @@ public struct HTTPRequestParser: Sendable {
 
     /// True between requests with no byte of the next one buffered.
     public var isIdle: Bool {
-        guard case .head(let scan) = phase else { return false }
-        return scan.requestLineEnd == nil && readIndex == buffer.count
+        guard case .head = phase else { return false }
+        return headScan.requestLineEnd == nil && readIndex == buffer.count
     }
 
     /// The head has been emitted and its body is not complete.
@@ -103,15 +113,15 @@ public struct HTTPRequestParser: Sendable {
     private mutating func advance() throws(HTTPParseError) -> HTTPParserEvent? {
         while true {
             switch phase {
-            case .head(let scan):
-                return try readHead(scan)
+            case .head:
+                return try readHead()
             case .fixedBody(let length):
                 guard buffer.count - readIndex >= length else { return nil }
                 if length > 0 { body = Array(buffer[readIndex..<(readIndex + length)]) }
                 readIndex += length
                 return finishRequest()
-            case .chunkSizeLine(let searchFrom):
-                guard try readChunkSizeLine(searchFrom: searchFrom) else { return nil }
+            case .chunkSizeLine(let scan):
+                guard try readChunkSizeLine(scan) else { return nil }
             case .chunkData(let remaining):
                 let count = min(remaining, buffer.count - readIndex)
                 if count == 0 { return nil }
@@ -124,7 +134,7 @@ public struct HTTPRequestParser: Sendable {
                 if available >= 2 && buffer[readIndex + 1] != ASCII.lf { throw .missingChunkTerminator }
                 guard available >= 2 else { return nil }
                 readIndex += 2
-                phase = .chunkSizeLine(searchFrom: 0)
+                phase = .chunkSizeLine(ChunkLineScan())
             case .trailers(let scan):
                 guard try readTrailers(scan) else { return nil }
                 return finishRequest()
@@ -136,15 +146,15 @@ public struct HTTPRequestParser: Sendable {
 
     // MARK: Head
 
-    private mutating func readHead(_ start: HeadScan) throws(HTTPParseError) -> HTTPParserEvent? {
-        var scan = start
+    private mutating func readHead() throws(HTTPParseError) -> HTTPParserEvent? {
+        var scan = headScan
         // Leading CRLFs before a request line are skipped, a few at most.
-        while scan.requestLineEnd == nil, scan.lines.searchFrom == 0, readIndex < buffer.count {
+        while scan.requestLineEnd == nil, scan.line.position == 0, readIndex < buffer.count {
             let first = buffer[readIndex]
             if first == ASCII.lf { throw .bareLineFeed }
             guard first == ASCII.cr else { break }
             guard readIndex + 1 < buffer.count else {
-                phase = .head(scan)
+                headScan = scan
                 return nil
             }
             guard buffer[readIndex + 1] == ASCII.lf else { break }
@@ -157,108 +167,72 @@ public struct HTTPRequestParser: Sendable {
         let offset = readIndex
         let parsed: (head: HTTPRequestHead, length: Int)? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
             let bytes = UnsafeBufferPointer(rebasing: whole[offset...])
-            guard let end = try Self.findHeadEnd(bytes, &scan, limits), let requestLineEnd = scan.requestLineEnd else {
+            guard let end = try Self.scanHead(bytes, &scan, limits), let requestLineEnd = scan.requestLineEnd else {
                 return nil
             }
-            return (try RequestHeadParser.parse(bytes, requestLineEnd: requestLineEnd, end: end, limits: limits), end)
+            let head = try RequestHeadParser.build(
+                bytes, line: scan.line, requestLineEnd: requestLineEnd, end: end, framing: scan.framing, limits: limits)
+            return (head, end)
         }
         guard let (head, length) = parsed else {
-            phase = .head(scan)
+            headScan = scan
             return nil
         }
+        headScan = HeadScan()
         readIndex += length
         self.head = head
-        phase = head.isChunked ? .chunkSizeLine(searchFrom: 0) : .fixedBody(length: head.contentLength ?? 0)
+        phase = head.isChunked ? .chunkSizeLine(ChunkLineScan()) : .fixedBody(length: head.contentLength ?? 0)
         return .head(head)
     }
 
     /// The length of the head (through its empty line), or nil when more bytes
-    /// are needed. Only lengths are checked here; content is checked once complete.
-    private static func findHeadEnd(
+    /// are needed; throws at the first byte that makes the head invalid.
+    private static func scanHead(
         _ bytes: UnsafeBufferPointer<UInt8>, _ scan: inout HeadScan, _ limits: HTTPLimits
     ) throws(HTTPParseError) -> Int? {
         if scan.requestLineEnd == nil {
-            guard let lf = ASCII.firstIndex(of: ASCII.lf, in: bytes, from: scan.lines.searchFrom, to: bytes.count) else {
-                scan.lines.searchFrom = bytes.count
-                // A trailing CR may be the line's end; anything else belongs to the line.
-                let partial = bytes.count - (bytes.last == ASCII.cr ? 1 : 0)
-                if partial > limits.maxRequestLineBytes { throw .requestLineTooLong }
-                return nil
-            }
-            let length = lf - (lf > 0 && bytes[lf - 1] == ASCII.cr ? 1 : 0)
-            if length > limits.maxRequestLineBytes { throw .requestLineTooLong }
-            scan.requestLineEnd = lf + 1
-            scan.lines = SectionScan(at: lf + 1)
+            guard let lineEnd = try scan.line.scan(bytes, maxLength: limits.maxRequestLineBytes) else { return nil }
+            scan.requestLineEnd = lineEnd
+            scan.fields = FieldSectionScan(at: lineEnd)
         }
-        guard let requestLineEnd = scan.requestLineEnd else { return nil }
-        return try scan.lines.findEnd(
-            in: bytes, sectionStart: requestLineEnd, limit: limits.maxHeaderBytes, tooLarge: .headerSectionTooLarge)
+        return try scan.fields.scan(
+            bytes, limit: limits.maxHeaderBytes, tooLarge: .headerSectionTooLarge, maxCount: limits.maxHeaderCount,
+            tooMany: .tooManyHeaderFields, framing: &scan.framing, noteFraming: true)
     }
 
     // MARK: Chunked body
 
     /// Reads one chunk-size line; false when more bytes are needed.
-    private mutating func readChunkSizeLine(searchFrom: Int) throws(HTTPParseError) -> Bool {
+    private mutating func readChunkSizeLine(_ start: ChunkLineScan) throws(HTTPParseError) -> Bool {
+        var scan = start
         let offset = readIndex
-        let line: (length: Int, size: Int)? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
-            let bytes = UnsafeBufferPointer(rebasing: whole[offset...])
-            guard let lf = ASCII.firstIndex(of: ASCII.lf, in: bytes, from: searchFrom, to: bytes.count) else {
-                if bytes.count >= Self.maxChunkLineBytes { throw .chunkLineTooLong }
-                return nil
-            }
-            if lf + 1 > Self.maxChunkLineBytes { throw .chunkLineTooLong }
-            return (lf + 1, try Self.parseChunkSize(bytes, lineFeed: lf))
+        let maxSize = limits.maxBodyBytes - body.count
+        let length: Int? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
+            try scan.scan(UnsafeBufferPointer(rebasing: whole[offset...]), maxSize: maxSize, maxLength: Self.maxChunkLineBytes)
         }
-        guard let line else {
-            phase = .chunkSizeLine(searchFrom: buffer.count - readIndex)
+        guard let length else {
+            phase = .chunkSizeLine(scan)
             return false
         }
-        if line.size > limits.maxBodyBytes - body.count { throw .bodyTooLarge }
-        readIndex += line.length
-        phase = line.size == 0 ? .trailers(SectionScan(at: 0)) : .chunkData(remaining: line.size)
+        readIndex += length
+        phase = scan.size == 0 ? .trailers(FieldSectionScan(at: 0)) : .chunkData(remaining: scan.size)
         return true
     }
 
-    /// chunk-size [ chunk-ext ] CRLF, with the extensions skipped (RFC 9112 §7.1).
-    /// A size too large for Int saturates; the body limit refuses it.
-    private static func parseChunkSize(_ bytes: UnsafeBufferPointer<UInt8>, lineFeed lf: Int) throws(HTTPParseError) -> Int {
-        guard lf >= 1, bytes[lf - 1] == ASCII.cr else { throw .bareLineFeed }
-        let end = lf - 1
-        var index = 0
-        var size = 0
-        while index < end, let digit = ASCII.hexValue(bytes[index]) {
-            size = size > (Int.max - 15) / 16 ? Int.max : size * 16 + digit
-            index += 1
-        }
-        if index == 0 { throw .invalidChunkSize }
-        var afterSpace = index
-        while afterSpace < end, ASCII.isWhitespace(bytes[afterSpace]) { afterSpace += 1 }
-        if afterSpace < end {
-            guard bytes[afterSpace] == ASCII.semicolon else { throw .invalidChunkSize }
-            for position in (afterSpace + 1)..<end where !ASCII.isFieldValueByte(bytes[position]) {
-                throw .invalidChunkExtension
-            }
-        } else if afterSpace != index {
-            throw .invalidChunkSize  // whitespace with no extension after it
-        }
-        return size
-    }
-
     /// Reads the trailer section; false when more bytes are needed.
-    private mutating func readTrailers(_ start: SectionScan) throws(HTTPParseError) -> Bool {
+    private mutating func readTrailers(_ start: FieldSectionScan) throws(HTTPParseError) -> Bool {
         var scan = start
         let limits = self.limits
         let offset = readIndex
         var fields = HTTPHeaders()
         let end: Int? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
             let bytes = UnsafeBufferPointer(rebasing: whole[offset...])
-            guard let end = try scan.findEnd(
-                in: bytes, sectionStart: 0, limit: limits.maxTrailerBytes, tooLarge: .trailerSectionTooLarge)
-            else { return nil }
             var unused = FramingFields()
-            try FieldLines.parse(
-                bytes, from: 0, to: end, maxCount: limits.maxHeaderCount, tooMany: .tooManyTrailerFields,
-                into: &fields, framing: &unused, noteFraming: false)
+            guard let end = try scan.scan(
+                bytes, limit: limits.maxTrailerBytes, tooLarge: .trailerSectionTooLarge, maxCount: limits.maxHeaderCount,
+                tooMany: .tooManyTrailerFields, framing: &unused, noteFraming: false)
+            else { return nil }
+            FieldLines.collect(bytes, from: 0, to: end, into: &fields)
             return end
         }
         guard let end else {
@@ -278,7 +252,7 @@ public struct HTTPRequestParser: Sendable {
         self.head = nil
         body = []
         trailers = HTTPHeaders()
-        phase = .head(HeadScan())
+        phase = .head
         return .request(request)
     }
 

@@ -82,7 +82,8 @@ public enum HTTPExpectation: Sendable, Equatable {
 /// parser derived from them.
 public struct HTTPRequestHead: Sendable, Equatable {
     public var method: String
-    /// The request-target exactly as received (origin-form for normal requests).
+    /// The request-target exactly as received: origin-form (`/path?query`),
+    /// absolute-form (`http://host/path?query`) or `*` (OPTIONS). See `path`.
     public var target: String
     public var version: HTTPVersion
     public var headers: HTTPHeaders
@@ -109,10 +110,60 @@ public struct HTTPRequestHead: Sendable, Equatable {
         self.isChunked = isChunked
     }
 
-    /// The path of the target, without the query.
+    /// The path of the target, without the query: for origin-form the part
+    /// before "?", for absolute-form (`http://host/path?query`, RFC 9112
+    /// §3.2.2) the path after the authority, "/" when it is empty. Route on
+    /// this, never on `target`.
     public var path: Substring {
-        if let q = target.firstIndex(of: "?") { return target[..<q] }
-        return target[...]
+        let utf8 = target.utf8
+        var start = utf8.startIndex
+        if let authority = absoluteFormAuthority { start = authority.upperBound }
+        var end = start
+        while end != utf8.endIndex, utf8[end] != UInt8(ascii: "?") { end = utf8.index(after: end) }
+        if start == end && start != utf8.startIndex { return "/" }
+        return target[start..<end]
+    }
+
+    /// Whether the method is one this server knows: those of RFC 9110 §9.3
+    /// and PATCH (RFC 5789). A known method a resource does not allow is
+    /// answered 405; any other (a valid token such as `BREW`) 501, since the
+    /// server implements it for no resource (RFC 9110 §9.1, §15.6.2).
+    /// Methods are case-sensitive: `get` is not GET.
+    public var isKnownMethod: Bool {
+        switch method {
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH": true
+        default: false
+        }
+    }
+
+    /// The query of the target (after "?"), or nil without one.
+    public var query: Substring? {
+        guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return nil }
+        return target[target.utf8.index(after: mark)...]
+    }
+
+    /// The authority the request is for: that of an absolute-form target,
+    /// which takes precedence over Host (RFC 9112 §3.2.2), else the Host value.
+    public var authority: Substring? {
+        if let range = absoluteFormAuthority { return target[range] }
+        return headers["Host"].map { $0[...] }
+    }
+
+    /// Where the authority of an absolute-form target (`scheme://authority...`)
+    /// lies in `target`; nil for the other forms.
+    private var absoluteFormAuthority: Range<String.Index>? {
+        let utf8 = target.utf8
+        guard let first = utf8.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
+            let colon = utf8.firstIndex(of: UInt8(ascii: ":"))
+        else { return nil }
+        let rest = utf8[utf8.index(after: colon)...]
+        guard rest.starts(with: "//".utf8) else { return nil }
+        let start = utf8.index(colon, offsetBy: 3)
+        var end = start
+        while end != utf8.endIndex, utf8[end] != UInt8(ascii: "/"), utf8[end] != UInt8(ascii: "?") {
+            end = utf8.index(after: end)
+        }
+        return start..<end
     }
 }
 

@@ -47,7 +47,8 @@ struct Callbacks: AsyncParsableCommand {
         @OptionGroup var config: ConfigOption
         @OptionGroup var output: Output
         @Option(help: "Service name, e.g. CarrierService.") var service: String
-        @Option(help: "The listener URL ThingSpace will POST to.") var url: String
+        @Option(help: "The listener URL ThingSpace will POST to (default: {thingspace.callbackBaseURL}/{service}).")
+        var url: String?
         @Option(help: "Username ThingSpace puts in each callback (default: callbacks.username).") var username: String?
         @Option(help: "Password ThingSpace puts in each callback (default: callbacks.password). Visible to `ps`: prefer --password-file.")
         var password: String?
@@ -55,6 +56,10 @@ struct Callbacks: AsyncParsableCommand {
 
         func run() async throws {
             let api = try await CallbacksAPI(config.resolvedPath)
+            // Only a register without --url needs the base URL, to form the URL.
+            guard let url = url ?? api.configuration.callbackURL(for: service) else {
+                throw ValidationError("missing --url: pass it, or set thingspace.callbackBaseURL to register {callbackBaseURL}/\(service)")
+            }
             var secret = password
             if let passwordFile {
                 guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
@@ -91,7 +96,8 @@ struct CallbacksAPI {
     let accountName: String
 
     init(_ path: String?) async throws {
-        configuration = try await loadConfiguration(path)
+        // Not `serve`'s requirements: no command here needs thingspace.callbackBaseURL to start.
+        configuration = try await loadConfiguration(path, for: .callbacksCommand)
         let thingspace = configuration.thingspace
         var missing: [String] = []
         if thingspace.accountName == nil { missing.append("thingspace.accountName") }

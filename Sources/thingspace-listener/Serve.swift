@@ -59,10 +59,10 @@ struct ConfigOption: ParsableArguments {
     }
 }
 
-/// Loads and validates the configuration; a problem ends the process with one line naming the key.
-func loadConfiguration(_ path: String?) async throws -> ListenerConfiguration {
+/// Loads and validates the configuration for `use`; a problem ends the process with one line naming the key.
+func loadConfiguration(_ path: String?, for use: ConfigurationUse = .serve) async throws -> ListenerConfiguration {
     do {
-        return try ListenerConfiguration(source: try await ConfigurationSource.load(configPath: path))
+        return try ListenerConfiguration(source: try await ConfigurationSource.load(configPath: path), for: use)
     } catch {
         FileHandle.standardError.write(Data("thingspace-listener: \(error)\n".utf8))
         throw ExitCode(78)  // EX_CONFIG: systemd's Restart=on-failure will not loop on it forever

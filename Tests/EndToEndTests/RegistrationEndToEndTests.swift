@@ -239,6 +239,56 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         }
     }
 
+    /// ThingSpace credentials and no thingspace.callbackBaseURL (nor `register: false`):
+    /// what `serve` refuses, but the callbacks commands do not need the base URL.
+    func writeConfigurationWithoutBaseURL(_ directory: String, baseURL: String, callbackBaseURL: String? = nil) throws -> String {
+        let path = directory + "/cli-no-base.json"
+        let base = callbackBaseURL.map { #", "callbackBaseURL": "\#($0)""# } ?? ""
+        try """
+            {"callbacks": {"username": "listener-user", "password": "listener-pass"},
+             "thingspace": {"baseURL": "\(baseURL)", "accountName": "0252012345-00001", "clientID": "sandbox-client-id",
+                            "clientSecret": "sandbox-client-secret", "username": "sandbox-user", "password": "sandbox-password"\(base)}}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func listRegisterAndDeregisterNeedNoCallbackBaseURL() throws {
+        let thingspace = try FakeThingSpace(deliverSamples: false)
+        defer { thingspace.sandbox.stop() }
+        let directory = try TemporaryDirectory()
+        let config = try writeConfigurationWithoutBaseURL(directory.path, baseURL: thingspace.sandbox.baseURL)
+
+        let listed = try runListenerCommand(["callbacks", "list", "--config", config])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        let url = "https://listener.example.com/callbacks/DeviceUsage"
+        let registered = try runListenerCommand(["callbacks", "register", "--config", config, "--service", "DeviceUsage", "--url", url])
+        #expect(registered.status == 0, "\(registered.stderr)")
+        #expect(thingspace.sandbox.registrations.map(\.url) == [url])
+        let listedAgain = try runListenerCommand(["callbacks", "list", "--config", config])
+        #expect(listedAgain.status == 0)
+        #expect(listedAgain.stdout.contains(url))
+        let deregistered = try runListenerCommand(["callbacks", "deregister", "--config", config, "--service", "DeviceUsage"])
+        #expect(deregistered.status == 0, "\(deregistered.stderr)")
+        #expect(thingspace.sandbox.registrations.isEmpty)
+
+        // Without --url the URL is formed from the base URL, so then it is needed, by name.
+        let noURL = try runListenerCommand(["callbacks", "register", "--config", config, "--service", "DeviceUsage"])
+        #expect(noURL.status == 2)
+        #expect(noURL.stderr.contains("thingspace.callbackBaseURL"))
+        #expect(thingspace.sandbox.registrations.isEmpty)
+    }
+
+    @Test func registerWithoutURLUsesTheCallbackBaseURL() throws {
+        let thingspace = try FakeThingSpace(deliverSamples: false)
+        defer { thingspace.sandbox.stop() }
+        let directory = try TemporaryDirectory()
+        let config = try writeConfigurationWithoutBaseURL(
+            directory.path, baseURL: thingspace.sandbox.baseURL, callbackBaseURL: "https://listener.example.com/callbacks/")
+        let registered = try runListenerCommand(["callbacks", "register", "--config", config, "--service", "CarrierService"])
+        #expect(registered.status == 0, "\(registered.stderr)")
+        #expect(thingspace.sandbox.registrations.map(\.url) == ["https://listener.example.com/callbacks/CarrierService"])
+    }
+
     @Test func theSandboxCommandServesTheCallbacksAPI() throws {
         let port = try freeLoopbackPort()
         let sandbox = try ListenerProcess(arguments: ["sandbox", "--port", String(port)])

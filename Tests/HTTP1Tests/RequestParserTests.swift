@@ -17,6 +17,17 @@ let validRequests: [String] = [
     "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nabcde",
     "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
     "GET / HTTP/1.1\r\nHost:\r\nX-Empty:\r\nX-Tabs:\t a \t\r\nX-Obs-Text: caf\u{E9}\r\n\r\n",
+    // Chunk extensions (RFC 9112 §7.1.1), accepted and ignored.
+    "POST /cb HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 ; a = \"q\\\"x\"\r\nhello\r\n1;a;b=c\t;\td=\"\"\r\n!\r\n0;last\r\n\r\n",
+    // Host values (RFC 3986 uri-host [":" port]).
+    "GET / HTTP/1.1\r\nHost: [::1]:9001\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: [2001:db8::ffff:192.0.2.1]\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: [v1.fe:x]\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: 192.0.2.1:\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost:  %41b-c.d_e~!$&'()*+,;=  \r\n\r\n",
+    // Absolute-form targets.
+    "POST http://listener.example.com/callbacks/CarrierService HTTP/1.1\r\nHost: listener.example.com\r\nContent-Length: 0\r\n\r\n",
+    "GET HTTPS://[::1]:8443?x=1 HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n",
     // Pipelined: three requests of each framing in one buffer.
     "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
         + "POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
@@ -226,9 +237,49 @@ let validRequests: [String] = [
     @Test func absoluteFormAndAsteriskForm() throws {
         let absolute = try #require(parse(validRequests[8]).requests.first)
         #expect(absolute.head.target == "http://example.com/a?b")
+        #expect(absolute.head.path == "/a")
         let asterisk = try #require(parse(validRequests[7]).requests.first)
         #expect(asterisk.head.method == "OPTIONS")
         #expect(asterisk.head.target == "*")
+    }
+
+    @Test(arguments: [
+        // target, path, query, authority (Host is "fallback").
+        ("http://listener.example.com/callbacks/CarrierService", "/callbacks/CarrierService", nil, "listener.example.com"),
+        ("HTTP://Listener.Example.COM:9001/callbacks/DeviceUsage?x=1&y", "/callbacks/DeviceUsage", "x=1&y", "Listener.Example.COM:9001"),
+        ("https://h", "/", nil, "h"),
+        ("http://h?q", "/", "q", "h"),
+        ("http://[::1]:8080/a/b", "/a/b", nil, "[::1]:8080"),
+        ("http://h:/a%2Fb", "/a%2Fb", nil, "h:"),
+        ("/callbacks/CarrierService?x", "/callbacks/CarrierService", "x", "fallback"),
+        ("/", "/", nil, "fallback"),
+        ("/a?", "/a", "", "fallback"),
+    ] as [(String, String, String?, String)])
+    func absoluteFormExposesItsPathQueryAndAuthority(target: String, path: String, query: String?, authority: String) throws {
+        let request = try #require(parseEverySplit("GET \(target) HTTP/1.1\r\nHost: fallback\r\n\r\n").requests.first)
+        #expect(request.head.target == target)
+        #expect(request.head.path == path[...])
+        #expect(request.head.query.map(String.init) == query)
+        // The target's authority takes precedence over Host (RFC 9112 §3.2.2).
+        #expect(request.head.authority == authority[...])
+    }
+
+    @Test func absoluteFormStillNeedsHostInHTTP11() {
+        // RFC 9112 §3.2: an HTTP/1.1 request needs Host whatever the target's form.
+        #expect(parseEverySplit("GET http://h/ HTTP/1.1\r\n\r\n").error == .missingHost)
+        #expect(parseEverySplit("GET http://h/ HTTP/1.0\r\n\r\n").requests.first?.head.path == "/")
+    }
+
+    @Test func validChunkExtensionsAreIgnored() throws {
+        let request = try #require(parseEverySplit(validRequests[14]).requests.first)
+        #expect(request.body == Array("hello!".utf8))
+        #expect(request.trailers.count == 0)
+    }
+
+    @Test func emptyHostIsAllowedForAnOriginFormTarget() throws {
+        // RFC 9112 §3.2: a target without an authority sends Host with an empty value.
+        let request = try #require(parseEverySplit("GET / HTTP/1.1\r\nHost: \r\n\r\n").requests.first)
+        #expect(request.head.headers["Host"] == "")
     }
 
     @Test func expectationIsIgnoredForHTTP10() throws {

@@ -67,6 +67,27 @@ import Testing
         }
     }
 
+    @Test func onlyServeNeedsTheCallbackBaseURL() async throws {
+        // ThingSpace credentials turn registration on for `serve`, which then needs the
+        // base URL; the callbacks commands do not register {callbackBaseURL}/{Service}.
+        let credentials = #"{"thingspace": {"accountName": "a", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"}}"#
+        let explicit = #"{"thingspace": {"register": true, "accountName": "a", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"}}"#
+        for json in [credentials, explicit] {
+            let directory = try TemporaryDirectory()
+            let path = try directory.write("config.json", json)
+            await #expect {
+                _ = try ListenerConfiguration(source: try await ConfigurationSource.load(configPath: path, environment: [:]))
+            } throws: { error in
+                "\(error)".contains("configuration key thingspace.callbackBaseURL")
+            }
+            let forCommands = try ListenerConfiguration(
+                source: try await ConfigurationSource.load(configPath: path, environment: [:]), for: .callbacksCommand)
+            #expect(forCommands.thingspace.accountName == "a")
+            #expect(forCommands.thingspace.callbackBaseURL == nil)
+            #expect(forCommands.callbackURL(for: "CarrierService") == nil)
+        }
+    }
+
     @Test func aSecretNeverAppearsInTheError() async throws {
         let secret = String(repeating: "s3cr3t", count: 8)  // 48 characters: too long
         await #expect {

@@ -94,9 +94,19 @@ public struct ListenerConfiguration: Sendable {
     }
 }
 
+/// What the configuration is loaded for, which decides the keys that must be
+/// present: `serve` registers `{callbackBaseURL}/{Service}`, so it needs the
+/// base URL when registration is on; the `callbacks` commands talk to
+/// ThingSpace's API with the account's credentials and need no base URL
+/// (`callbacks register` without `--url` asks for it itself).
+public enum ConfigurationUse: Sendable {
+    case serve
+    case callbacksCommand
+}
+
 extension ListenerConfiguration {
     /// Reads and validates every key; the first bad one stops with an error naming it.
-    public init(source: ConfigurationSource) throws(ConfigurationError) {
+    public init(source: ConfigurationSource, for use: ConfigurationUse = .serve) throws(ConfigurationError) {
         self.init()
         let s = source
 
@@ -184,12 +194,12 @@ extension ListenerConfiguration {
                 ("thingspace.clientSecret", thingspace.clientSecret != nil),
                 ("thingspace.username", thingspace.username != nil),
                 ("thingspace.password", thingspace.password != nil),
-                ("thingspace.callbackBaseURL", thingspace.callbackBaseURL != nil),
+                ("thingspace.callbackBaseURL", thingspace.callbackBaseURL != nil || use != .serve),
             ] where !present {
                 throw .missingValue(key: key, reason: "thingspace.register is true")
             }
         }
-        if thingspace.registrationEnabled && !thingspace.sandbox && thingspace.callbackBaseURL == nil {
+        if use == .serve && thingspace.registrationEnabled && !thingspace.sandbox && thingspace.callbackBaseURL == nil {
             throw .missingValue(key: "thingspace.callbackBaseURL", reason: "registration is on (ThingSpace credentials are set)")
         }
 

@@ -7,7 +7,8 @@ import Synchronization
 import ThingSpace
 
 /// Receives ThingSpace callbacks: routes `POST {pathPrefix}/{Service}`,
-/// checks source, media type, JSON and credentials (in that order), redacts
+/// checks source, method, route, media type, JSON and credentials (in that
+/// order; README.md "What the listener accepts"), redacts
 /// the password, and hands the message to the group-commit writer. It answers
 /// 200 only once the writer reports the commit.
 public final class CallbackHandler: HTTPRequestHandler {
@@ -91,6 +92,13 @@ public final class CallbackHandler: HTTPRequestHandler {
         guard policy.isSourceAllowed(client) else {
             return .reject(.sourceNotAllowed, .forbidden, "source address not allowed")
         }
+        // A method the server implements for no resource is 501 whatever the
+        // path (RFC 9110 §9.1), so before the route; a known one is judged per
+        // resource below (405).
+        guard head.isKnownMethod else {
+            return .reject(.methodNotImplemented, .notImplemented, "method not implemented; use POST")
+        }
+        // The path of the target, whether origin-form or absolute-form (RFC 9112 §3.2.2).
         guard let service = serviceName(in: head.path), policy.services.contains(service) else {
             return .reject(.unknownService, .notFound, "no such callback service")
         }

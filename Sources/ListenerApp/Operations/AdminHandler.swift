@@ -3,7 +3,7 @@ import HTTPServer
 import Synchronization
 
 /// The admin listener (separate port, loopback by default): `/healthz`,
-/// `/readyz`, `/metrics`.
+/// `/readyz`, `/metrics`, routed on the target's path (origin- or absolute-form).
 final class AdminHandler: HTTPRequestHandler {
     /// What `/readyz` reports; each part is asked when the request arrives.
     struct Probes: Sendable {
@@ -23,7 +23,9 @@ final class AdminHandler: HTTPRequestHandler {
 
     func handle(_ request: HTTPRequest, context: HTTPRequestContext, responder: HTTPResponder) {
         guard request.head.method == "GET" || request.head.method == "HEAD" else {
-            responder.respond(HTTPResponse(status: .methodNotAllowed, headers: ["Allow": "GET, HEAD"]))
+            // 501 for a method implemented nowhere (RFC 9110 §9.1), 405 for a known one.
+            let status: HTTPStatus = request.head.isKnownMethod ? .methodNotAllowed : .notImplemented
+            responder.respond(HTTPResponse(status: status, headers: ["Allow": "GET, HEAD"]))
             return
         }
         switch request.head.path {

@@ -11,6 +11,7 @@ public enum RejectionReason: String, Sendable, CaseIterable {
     case badCredentials = "bad_credentials"
     case unknownService = "unknown_service"
     case methodNotAllowed = "method_not_allowed"
+    case methodNotImplemented = "method_not_implemented"
     case queueFull = "queue_full"
     case storeUnavailable = "store_unavailable"
 }
