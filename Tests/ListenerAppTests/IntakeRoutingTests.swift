@@ -3,6 +3,7 @@ import HTTP1
 import HTTPServer
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 @testable import ListenerApp
 
