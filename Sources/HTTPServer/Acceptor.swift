@@ -33,6 +33,7 @@ final class Acceptor: @unchecked Sendable {
 
     /// Starts accepting on `fds` (already listening and non-blocking). On `queue`.
     func start(listening fds: [Int32]) {
+        dispatchPrecondition(condition: .onQueue(queue))
         core.openListeners.store(fds.count, ordering: .releasing)
         for fd in fds {
             let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
@@ -53,6 +54,7 @@ final class Acceptor: @unchecked Sendable {
 
     /// Stops accepting and closes the listening sockets. On `queue`.
     func stop() {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !isStopped else { return }
         isStopped = true
         for listener in listeners {
@@ -80,6 +82,7 @@ final class Acceptor: @unchecked Sendable {
     }
 
     private func acceptConnections(from listenFD: Int32) {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard !isStopped, !isPaused else { return }
         for _ in 0..<Self.acceptBatch {
             var storage = sockaddr_storage()

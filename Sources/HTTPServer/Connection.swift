@@ -8,7 +8,8 @@ import Logging
 import Synchronization
 
 /// One accepted socket. Every member is touched only on `loop.queue`
-/// (hence `@unchecked Sendable`); responders from other queues hop there.
+/// (hence `@unchecked Sendable`, checked at each entry point); responders
+/// from other queues hop there.
 /// The loop reports readiness through `handle(events:)`; the connection
 /// asks for reads while it can take requests and for writability only while
 /// a write would block.
@@ -76,6 +77,7 @@ final class Connection: @unchecked Sendable {
 
     /// Registers with the loop and starts reading. On `loop.queue`.
     func start() {
+        loop.checkConfined()
         let (address, port) = Socket.describe(peer)
         context.remoteAddress = address
         context.remotePort = port
@@ -95,6 +97,7 @@ final class Connection: @unchecked Sendable {
 
     /// Readiness reported by the loop.
     func handle(events: UInt32) {
+        loop.checkConfined()
         if events & (Epoll.error | Epoll.hangUp) != 0 {
             // Reset, or both directions shut down: nothing more can be delivered.
             terminate(reason: events & Epoll.error != 0 ? "connection reset" : "peer hung up")
@@ -107,6 +110,7 @@ final class Connection: @unchecked Sendable {
     /// Closes at once. `abort` discards unsent bytes with a reset (peer not
     /// reading, forced shutdown) instead of leaving them to the kernel.
     func terminate(reason: String, abort: Bool = false) {
+        loop.checkConfined()
         guard state.lifecycle != .closed else { return }
         log(.debug, "connection closed", ["reason": "\(reason)"])
         state.close()
@@ -131,6 +135,7 @@ final class Connection: @unchecked Sendable {
 
     /// Shutdown began: close if idle, otherwise make the request in progress the last.
     func beginDrain() {
+        loop.checkConfined()
         isDraining = true
         guard state.isServing else { return }
         let midRequest = !parser.isIdle || parser.bufferedByteCount > 0
@@ -144,6 +149,7 @@ final class Connection: @unchecked Sendable {
 
     /// Runs every sweep of the loop: enforces the deadlines.
     func checkTimeouts(now: UInt64) {
+        loop.checkConfined()
         guard let action = state.overdue(at: now, settings: settings) else { return }
         switch action {
         case .close(let reason):
@@ -319,6 +325,7 @@ final class Connection: @unchecked Sendable {
 
     /// Takes the handler's answer for request `sequence`. On `loop.queue`.
     func receive(_ response: HTTPResponse, sequence: UInt64) {
+        loop.checkConfined()
         guard state.lifecycle != .closed, sequence >= nextResponseSequence, sequence < nextRequestSequence else {
             return  // the connection is gone, or this request was already answered
         }

@@ -84,6 +84,7 @@ final class IOLoop: @unchecked Sendable {
     }
 
     private func deliverInbox() {
+        checkConfined()
         let delivered = inbox.withLock { inbox in
             defer { inbox.removeAll(keepingCapacity: true) }
             return inbox
@@ -98,8 +99,16 @@ final class IOLoop: @unchecked Sendable {
         DispatchQueue.getSpecific(key: Self.identityKey) == identity
     }
 
+    /// Traps unless called on `queue`: the loop and its connections are
+    /// confined to it, which is what makes their `@unchecked Sendable` true.
+    @inline(__always)
+    func checkConfined() {
+        dispatchPrecondition(condition: .onQueue(queue))
+    }
+
     /// Starts watching the readiness set and the sweep. On `queue`.
     func start() {
+        checkConfined()
         precondition(epollFD >= 0, "IOLoop started without an epoll set")
         lastSweep.store(monotonicNanoseconds(), ordering: .relaxed)
         let source = DispatchSource.makeReadSource(fileDescriptor: epollFD, queue: queue)
@@ -118,6 +127,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// Stops the readiness source and the sweep, once every connection is closed. On `queue`.
     func stop() {
+        checkConfined()
         sweepTimer?.cancel()
         sweepTimer = nil
         readiness?.cancel()
@@ -128,6 +138,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// Adds a connection's socket to the readiness set; nil if epoll refused it.
     func register(_ connection: Connection, fd: Int32, events: UInt32) -> UInt64? {
+        checkConfined()
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -152,6 +163,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// Removes a connection (before its socket is closed).
     func unregister(fd: Int32, token: UInt64) {
+        checkConfined()
         let slot = Int(token & 0xFFFF_FFFF)
         guard slot < slots.count, UInt64(generations[slot]) == token >> 32, slots[slot] != nil else { return }
         _ = Epoll.remove(epollFD, fd)
@@ -166,6 +178,7 @@ final class IOLoop: @unchecked Sendable {
     // MARK: Turns
 
     private func serveReadySockets() {
+        checkConfined()
         for _ in 0..<Self.pollRoundsPerTurn {
             let count = Epoll.poll(epollFD, into: events, count: Int32(Self.eventCapacity))
             if count < 0 && errno == EINTR { continue }
@@ -182,6 +195,7 @@ final class IOLoop: @unchecked Sendable {
     }
 
     private func sweep() {
+        checkConfined()
         let now = monotonicNanoseconds()
         lastSweep.store(now, ordering: .relaxed)
         for connection in liveConnections {
@@ -191,6 +205,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// Shutdown began. On `queue`.
     func beginDrain() {
+        checkConfined()
         for connection in liveConnections {
             connection.beginDrain()
         }
@@ -198,6 +213,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// The grace period is over. On `queue`.
     func closeAll() {
+        checkConfined()
         for connection in liveConnections {
             connection.terminate(reason: "shutdown grace period over", abort: true)
         }
