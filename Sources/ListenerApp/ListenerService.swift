@@ -5,6 +5,7 @@ import HTTP1
 import HTTPServer
 import Logging
 import Synchronization
+import Vocabulary
 
 /// Why `serve` could not start. One line each, naming what to fix.
 public enum ListenerError: Error, CustomStringConvertible {
@@ -168,7 +169,7 @@ public final class ListenerService: Sendable {
     /// callback credentials wait for a restart too: ThingSpace sends what was
     /// registered, and refusing it would lose its callbacks.
     private func reloadLiveSettings(handler: CallbackHandler, registrar: Registrar?) async {
-        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(Self.monotonicMicroseconds())")
+        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(Timekeeping.monotonicMicroseconds())")
         defer { notifier.notify("READY=1") }
         let fresh: ListenerConfiguration
         do {
