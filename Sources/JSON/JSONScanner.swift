@@ -1,6 +1,6 @@
-// The strict RFC 8259 scanner every JSON input goes through (a callback body on
-// each request, the store's own columns). It validates without building
-// objects: callers ask for the few values they need by range. No Foundation.
+// The strict RFC 8259 scanner callback bodies go through, one on every request.
+// It validates without building objects: callers ask for the few values they
+// need by range. No Foundation.
 
 /// A strict RFC 8259 JSON scanner over bytes. It validates a document
 /// (grammar, UTF-8, nesting depth) without building objects, reports where each

@@ -56,6 +56,14 @@ func fixture(_ name: String) throws -> [UInt8] {
         #expect(try CallbackEnvelope(body: Array(withComment.utf8)).identity != ea.identity)
     }
 
+    /// Identities become stored dedup keys: their bytes must not change from one version to the next.
+    @Test func identityBytesAreStable() throws {
+        let body = #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2\n\"x","kind":"iccid"}],"status":"Su\u0001ccess","deviceResponse":{"a":1,"b":"x\u2028\u00e9"},"n\u000a":[1.5e3,-0,true,null,{"z":{},"y":[]}],"password":"p1"}"#
+        let expected = "\"deviceIds\":[\"iccid\":\"2\\u000a\\\"x\",\"imei\":\"1\"]\n\"deviceResponse\":{\"a\":1,\"b\":\"x\u{2028}\u{E9}\"}\n"
+            + "\"n\\u000a\":[1.5e3,-0,true,null,{\"y\":[],\"z\":{}}]\n\"requestId\":\"r1\"\n\"status\":\"Su\\u0001ccess\"\n"
+        #expect(String(decoding: try CallbackEnvelope(body: Array(body.utf8)).identity, as: UTF8.self) == expected)
+    }
+
     @Test func redactionReplacesOnlyThePasswordValue() throws {
         let body = try fixture("carrier-service-fault.json")
         let envelope = try CallbackEnvelope(body: body)
