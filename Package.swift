@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Module layout and dependency direction: see README.md ("Architecture").
-// HTTP1 depends on nothing; HTTPServer on HTTP1; CallbackStore and ThingSpace
-// stand alone; ListenerApp wires everything; the executable only parses
-// arguments.
+// HTTP1, JSON and Vocabulary depend on nothing; HTTPServer on HTTP1; CallbackStore
+// and ThingSpace stand alone (beside JSON and Vocabulary); ListenerApp wires
+// everything; the executable only parses arguments.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
@@ -32,6 +32,15 @@ let package = Package(
         .target(name: "CSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
 
         .target(name: "HTTP1", swiftSettings: strict),
+        // Strict RFC 8259 scanner, writer and string escaping: every JSON byte the
+        // project reads or writes goes through it. Depends on nothing.
+        .target(name: "JSON", swiftSettings: strict),
+        // The few values every module must name the same way: DeviceID (one type from
+        // the callback envelope to the stored record), the clocks and time conversions
+        // (epoch ms, monotonic µs, Duration units, ISO 8601), and the redaction marker.
+        // A module of its own because ThingSpace and CallbackStore both need DeviceID and
+        // must not import each other, and none of it is JSON; it depends on nothing.
+        .target(name: "Vocabulary", swiftSettings: strict),
         .target(
             name: "HTTPServer",
             dependencies: ["HTTP1", .product(name: "Logging", package: "swift-log")],
@@ -39,25 +48,25 @@ let package = Package(
         ),
         .target(
             name: "CallbackStore",
-            dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
             name: "ThingSpace",
-            dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CCurl", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // A local simulator of ThingSpace (token, session, callbacks API and
         // callback delivery) for `make run`, the `sandbox` command and tests.
         .target(
             name: "ThingSpaceSandbox",
-            dependencies: ["HTTP1", "HTTPServer", "ThingSpace", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTP1", "HTTPServer", "ThingSpace", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -70,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                "ListenerApp", "CallbackStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -88,12 +97,12 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1"], swiftSettings: strict),
         .testTarget(
             name: "CallbackStoreTests",
-            dependencies: ["CallbackStore", "CSQLite", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CallbackStore", "CSQLite", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ThingSpaceTests",
-            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // What tests share: temporary directories, the blocking client, polling, log capture.
@@ -118,5 +127,7 @@ let package = Package(
             dependencies: ["TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"], swiftSettings: strict),
+        .testTarget(name: "VocabularyTests", dependencies: ["Vocabulary"], swiftSettings: strict),
     ]
 )

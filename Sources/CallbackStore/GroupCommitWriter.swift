@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import Vocabulary
 
 #if canImport(Glibc)
 import Glibc
@@ -513,8 +514,7 @@ final class Outcomes: Sendable {
     }
 
     private static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return String(format: "%.1f", Double(seconds) + Double(attoseconds) / 1e18)
+        String(format: "%.1f", duration.inSeconds)
     }
 }
 

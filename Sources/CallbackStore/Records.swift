@@ -1,13 +1,4 @@
-/// One device a callback is about, e.g. `{"id": "990003425730535", "kind": "imei"}`.
-public struct DeviceID: Sendable, Hashable, Codable {
-    public var id: String
-    public var kind: String
-
-    public init(id: String, kind: String) {
-        self.id = id
-        self.kind = kind
-    }
-}
+import Vocabulary
 
 /// A received callback, ready to be stored: what the handler submits.
 public struct NewCallback: Sendable, Hashable {

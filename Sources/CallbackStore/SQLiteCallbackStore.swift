@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Vocabulary
 
 /// Callbacks persisted in one SQLite file (WAL; a commit is durable once its WAL is fsynced).
 ///

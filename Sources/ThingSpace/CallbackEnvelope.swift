@@ -1,13 +1,5 @@
-/// A device identifier as callbacks carry it: `{"id": "...", "kind": "IMEI"}`
-/// (`kind` arrives in any letter case).
-public struct CallbackDeviceID: Sendable, Hashable, Codable {
-    public var id: String
-    public var kind: String
-    public init(id: String, kind: String) {
-        self.id = id
-        self.kind = kind
-    }
-}
+import JSON
+import Vocabulary
 
 /// Why a callback body is refused. Messages describe the problem without
 /// quoting the body.
@@ -35,12 +27,10 @@ public enum CallbackEnvelopeError: Error, Equatable, CustomStringConvertible {
 /// an unexpected type is treated as absent: the body is stored whatever its
 /// inner shape. Only the top level is interpreted.
 public struct CallbackEnvelope: Sendable {
-    public static let redactionMarker = "<redacted>"
-
     public var username: String?
     public var password: String?
     public var requestID: String?
-    public var deviceIDs: [CallbackDeviceID] = []
+    public var deviceIDs: [DeviceID] = []
     public var status: String?
     public var callbackCount: Int?
     /// Where the top-level `password` value lies in the body.
@@ -86,7 +76,7 @@ public struct CallbackEnvelope: Sendable {
             }
             identityMembers.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
             for member in identityMembers {
-                JSONScanner.appendCanonicalString(member.name, to: &envelope.identity)
+                JSONString.append(member.name, to: &envelope.identity)
                 envelope.identity.append(UInt8(ascii: ":"))
                 envelope.identity.append(contentsOf: member.canonical)
                 envelope.identity.append(0x0A)
@@ -112,7 +102,7 @@ public struct CallbackEnvelope: Sendable {
         var result = [UInt8]()
         result.reserveCapacity(body.count)
         result.append(contentsOf: body[..<range.lowerBound])
-        JSONScanner.appendCanonicalString(Self.redactionMarker, to: &result)
+        JSONString.append(Redaction.marker, to: &result)
         result.append(contentsOf: body[range.upperBound...])
         return result
     }
@@ -123,9 +113,7 @@ public struct CallbackEnvelope: Sendable {
         -> [UInt8]
     {
         var scanner = JSONScanner(UnsafeBufferPointer(rebasing: buffer[range]))
-        var output: [UInt8]? = []
-        try scanner.scanValue(canonical: &output)
-        return output ?? []
+        return try scanner.canonicalValue()
     }
 
     private static func integer(_ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Int? {
@@ -134,9 +122,9 @@ public struct CallbackEnvelope: Sendable {
     }
 
     /// `[{"id": "...", "kind": "..."}, ...]`; entries of another shape are skipped.
-    private static func deviceIDs(_ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> [CallbackDeviceID] {
+    private static func deviceIDs(_ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> [DeviceID] {
         guard let elements = arrayElements(buffer, range) else { return [] }
-        var result: [CallbackDeviceID] = []
+        var result: [DeviceID] = []
         for element in elements {
             var id: String?
             var kind: String?
@@ -146,23 +134,23 @@ public struct CallbackEnvelope: Sendable {
                 if name == "id" { id = try? value.scanString() }
                 if name == "kind" { kind = try? value.scanString() }
             }
-            if let id { result.append(CallbackDeviceID(id: id, kind: kind ?? "")) }
+            if let id { result.append(DeviceID(id: id, kind: kind ?? "")) }
         }
         return result
     }
 
     /// Device ids compare as a set with `kind` case-folded; other shapes compare canonically.
     private static func canonicalDeviceIDs(
-        _ ids: [CallbackDeviceID], _ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>
+        _ ids: [DeviceID], _ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>
     ) -> [UInt8] {
         guard !ids.isEmpty else { return (try? canonical(buffer, range)) ?? [] }
         let normalized = ids.map { ($0.kind.lowercased(), $0.id) }.sorted { $0 < $1 }
         var output: [UInt8] = [UInt8(ascii: "[")]
         for (position, device) in normalized.enumerated() {
             if position > 0 { output.append(UInt8(ascii: ",")) }
-            JSONScanner.appendCanonicalString(device.0, to: &output)
+            JSONString.append(device.0, to: &output)
             output.append(UInt8(ascii: ":"))
-            JSONScanner.appendCanonicalString(device.1, to: &output)
+            JSONString.append(device.1, to: &output)
         }
         output.append(UInt8(ascii: "]"))
         return output
@@ -170,24 +158,16 @@ public struct CallbackEnvelope: Sendable {
 
     /// The value ranges of an array's elements, or nil if the value is not an array.
     private static func arrayElements(_ buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> [Range<Int>]? {
-        var index = range.lowerBound
-        func skipSpace() {
-            while index < range.upperBound, [0x20, 0x09, 0x0A, 0x0D].contains(buffer[index]) { index += 1 }
-        }
-        skipSpace()
-        guard index < range.upperBound, buffer[index] == UInt8(ascii: "[") else { return nil }
-        index += 1
+        var scanner = JSONScanner(UnsafeBufferPointer(rebasing: buffer[range]))
         var elements: [Range<Int>] = []
-        while true {
-            skipSpace()
-            guard index < range.upperBound else { return elements }
-            if buffer[index] == UInt8(ascii: "]") { return elements }
-            var scanner = JSONScanner(UnsafeBufferPointer(rebasing: buffer[index..<range.upperBound]))
-            guard (try? scanner.skipValue()) != nil else { return elements }
-            elements.append(index..<(index + scanner.index))
-            index += scanner.index
-            skipSpace()
-            if index < range.upperBound, buffer[index] == UInt8(ascii: ",") { index += 1 }
+        do throws(JSONScanner.Failure) {
+            try scanner.scanTopLevelArray { element in
+                elements.append((range.lowerBound + element.lowerBound)..<(range.lowerBound + element.upperBound))
+            }
+        } catch {
+            // The value was validated as a whole already: only another kind of value ends here.
+            return elements.isEmpty ? nil : elements
         }
+        return elements
     }
 }

@@ -1,3 +1,5 @@
+import Vocabulary
+
 /// The four secrets-bearing values the client logs in with. Printing,
 /// dumping or interpolating it never shows the secret or the password.
 public struct ThingSpaceCredentials: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
@@ -18,13 +20,13 @@ public struct ThingSpaceCredentials: Sendable, Hashable, CustomStringConvertible
     }
 
     public var description: String {
-        "ThingSpaceCredentials(clientID: \(clientID), clientSecret: \(redactedPlaceholder), username: \(username), password: \(redactedPlaceholder))"
+        "ThingSpaceCredentials(clientID: \(clientID), clientSecret: \(Redaction.marker), username: \(username), password: \(Redaction.marker))"
     }
     public var debugDescription: String { description }
     public var customMirror: Mirror {
         Mirror(self, children: [
-            "clientID": clientID, "clientSecret": redactedPlaceholder,
-            "username": username, "password": redactedPlaceholder,
+            "clientID": clientID, "clientSecret": Redaction.marker,
+            "username": username, "password": Redaction.marker,
         ])
     }
 

@@ -2,9 +2,7 @@
 // names are exactly those on the wire (see THINGSPACE.md). Every model
 // holding a secret prints it redacted.
 import Foundation
-
-/// The placeholder printed instead of a secret.
-public let redactedPlaceholder = "<redacted>"
+import Vocabulary
 
 /// Body of `POST /m2m/v1/callbacks/{aname}`.
 public struct RegisterCallbackRequest: Codable, Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
@@ -47,7 +45,7 @@ public struct RegisterCallbackRequest: Codable, Sendable, Hashable, CustomString
     }
 
     public var description: String {
-        "RegisterCallbackRequest(name: \(name), url: \(redactingUserInfo(url)), username: \(username ?? "nil"), password: \(password == nil ? "nil" : redactedPlaceholder))"
+        "RegisterCallbackRequest(name: \(name), url: \(redactingUserInfo(url)), username: \(username ?? "nil"), password: \(password == nil ? "nil" : Redaction.marker))"
     }
     public var debugDescription: String { description }
 
@@ -84,7 +82,7 @@ public struct ConnectivityManagementCallback: Codable, Sendable, Hashable, Custo
     /// A copy safe to log: a non-empty password becomes `<redacted>`.
     public var redacted: ConnectivityManagementCallback {
         var copy = self
-        if let password, !password.isEmpty { copy.password = redactedPlaceholder }
+        if let password, !password.isEmpty { copy.password = Redaction.marker }
         return copy
     }
 
@@ -168,7 +166,7 @@ public struct OAuthToken: Codable, Sendable, Hashable, CustomStringConvertible, 
     }
 
     public var description: String {
-        "OAuthToken(accessToken: \(redactedPlaceholder), tokenType: \(tokenType ?? "nil"), expiresIn: \(expiresIn.map(String.init) ?? "nil"), scope: \(scope ?? "nil"))"
+        "OAuthToken(accessToken: \(Redaction.marker), tokenType: \(tokenType ?? "nil"), expiresIn: \(expiresIn.map(String.init) ?? "nil"), scope: \(scope ?? "nil"))"
     }
     public var debugDescription: String { description }
 }
@@ -183,7 +181,7 @@ public struct SessionLoginRequest: Codable, Sendable, Hashable, CustomStringConv
         self.password = password
     }
 
-    public var description: String { "SessionLoginRequest(username: \(username), password: \(redactedPlaceholder))" }
+    public var description: String { "SessionLoginRequest(username: \(username), password: \(Redaction.marker))" }
     public var debugDescription: String { description }
 }
 
@@ -193,7 +191,7 @@ public struct SessionToken: Codable, Sendable, Hashable, CustomStringConvertible
 
     public init(sessionToken: String) { self.sessionToken = sessionToken }
 
-    public var description: String { "SessionToken(\(redactedPlaceholder))" }
+    public var description: String { "SessionToken(\(Redaction.marker))" }
     public var debugDescription: String { description }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Vocabulary
 
 /// Percent-encodes one path segment: every byte but RFC 3986's unreserved
 /// characters (ALPHA DIGIT - . _ ~) becomes %XX, so `/`, `?`, `#` and
@@ -36,5 +37,5 @@ public func redactingUserInfo(_ url: String) -> String {
     let authorityStart = schemeEnd.upperBound
     let authorityEnd = url[authorityStart...].firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? url.endIndex
     guard let at = url[authorityStart..<authorityEnd].lastIndex(of: "@") else { return url }
-    return String(url[..<authorityStart]) + redactedPlaceholder + String(url[at...])
+    return String(url[..<authorityStart]) + Redaction.marker + String(url[at...])
 }

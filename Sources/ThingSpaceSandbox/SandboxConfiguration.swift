@@ -1,6 +1,7 @@
 import HTTP1
 import HTTPServer
 import ThingSpace
+import Vocabulary
 
 /// What the sandbox accepts and how it behaves. Defaults suit a demo; tests
 /// shorten the lifetimes and intervals.
@@ -109,7 +110,7 @@ public struct SandboxRegistration: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         "SandboxRegistration(accountName: \(accountName), serviceName: \(serviceName), url: \(redactingUserInfo(url)), "
-            + "username: \(username ?? "nil"), password: \(password == nil ? "nil" : redactedPlaceholder))"
+            + "username: \(username ?? "nil"), password: \(password == nil ? "nil" : Redaction.marker))"
     }
 }
 

@@ -245,10 +245,10 @@ struct SandboxState {
             }
         }
         if let username = body.username, username.count > RegisterCallbackRequest.maxCredentialLength {
-            return ("Username", "username must be at most 40 characters")
+            return ("Username", "username must be at most \(RegisterCallbackRequest.maxCredentialLength) characters")
         }
         if let password = body.password, password.count > RegisterCallbackRequest.maxCredentialLength {
-            return ("Password", "password must be at most 40 characters")
+            return ("Password", "password must be at most \(RegisterCallbackRequest.maxCredentialLength) characters")
         }
         return nil
     }

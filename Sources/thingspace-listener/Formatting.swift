@@ -1,27 +1,12 @@
 import ArgumentParser
 import Foundation
+import Vocabulary
 
-/// UTC milliseconds → `2026-11-22T03:50:18.123Z` (ISO 8601) or a shorter form for tables.
+/// UTC milliseconds → `2026-11-22T03:50:18.123Z` (ISO 8601) or, for tables, `2026-11-22 03:50:18`.
 func formatTimestamp(_ milliseconds: Int64, iso: Bool = false) -> String {
-    var seconds = time_t(milliseconds / 1000)
-    var parts = tm()
-    gmtime_r(&seconds, &parts)
-    let date = String(format: "%04d-%02d-%02d", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday))
-    let clock = String(format: "%02d:%02d:%02d", Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
-    return iso ? "\(date)T\(clock).\(String(format: "%03d", Int(milliseconds % 1000)))Z" : "\(date) \(clock)"
-}
-
-/// An ISO 8601 time (with or without fractional seconds, or a bare date) as UTC milliseconds.
-func parseISO8601(_ text: String) -> Int64? {
-    let withFraction = ISO8601DateFormatter()
-    withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    let plain = ISO8601DateFormatter()
-    let dateOnly = ISO8601DateFormatter()
-    dateOnly.formatOptions = [.withFullDate]
-    for formatter in [withFraction, plain, dateOnly] {
-        if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-    }
-    return nil
+    let text = Timekeeping.iso8601(milliseconds: milliseconds)
+    guard !iso else { return text }
+    return text.prefix(10) + " " + text.dropFirst(11).prefix(8)
 }
 
 func renderTable(header: [String], rows: [[String]]) -> String {

@@ -1,8 +1,9 @@
 import ArgumentParser
 import CallbackStore
 import Foundation
+import JSON
 import ListenerApp
-import ThingSpace
+import Vocabulary
 
 struct Messages: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,7 +47,7 @@ extension Messages {
 
         func validate() throws {
             guard limit > 0 else { throw ValidationError("--limit must be above 0") }
-            if let since, parseISO8601(since) == nil { throw ValidationError("--since: not an ISO 8601 time: \(since)") }
+            if let since, Timekeeping.milliseconds(iso8601: since) == nil { throw ValidationError("--since: not an ISO 8601 time: \(since)") }
         }
 
         func run() async throws {
@@ -55,7 +56,7 @@ extension Messages {
             filter.service = service
             filter.requestID = requestID
             filter.deviceID = deviceID
-            filter.since = since.flatMap(parseISO8601)
+            filter.since = since.flatMap { Timekeeping.milliseconds(iso8601: $0) }
             filter.limit = limit
             filter.includeDuplicates = includeDuplicates
             let rows = try store.query(filter)
@@ -84,10 +85,7 @@ extension Messages {
             }
             // Metadata one field a line; the body exactly as stored (JSON tools
             // would rewrite its numbers and layout).
-            var metadata = exportLine(row, includeRemote: true, includeBody: false)
-            metadata.removeFirst()  // "{"
-            metadata.removeLast()  // "}"
-            let fields = splitTopLevel(metadata)
+            let fields = topLevelMembers(exportLine(row, includeRemote: true, includeBody: false))
             var text = "{\n"
             for field in fields { text += "  " + String(decoding: field, as: UTF8.self) + ",\n" }
             text += "  \"body\": " + String(decoding: row.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) + "\n}"
@@ -135,61 +133,45 @@ extension Messages {
 
 /// One callback as a JSON object; `body` is the stored JSON, byte for byte.
 func exportLine(_ row: StoredCallback, includeRemote: Bool, includeBody: Bool = true) -> [UInt8] {
-    var out: [UInt8] = []
-    out.reserveCapacity(row.body.count + 256)
-    func key(_ name: String) {
-        out.append(out.isEmpty ? UInt8(ascii: "{") : UInt8(ascii: ","))
-        JSONEncoding.appendString(name, to: &out)
-        out.append(UInt8(ascii: ":"))
+    var json = JSONWriter(reservingCapacity: row.body.count + 256)
+    json.beginObject()
+    json.key("id"); json.integer(row.id)
+    json.key("receivedAt"); json.string(formatTimestamp(row.receivedAt, iso: true))
+    json.key("service"); json.string(row.service)
+    json.key("requestId"); json.string(row.requestID)
+    json.key("deviceIds"); json.beginArray()
+    for device in row.deviceIDs {
+        json.beginObject()
+        json.key("id"); json.string(device.id)
+        json.key("kind"); json.string(device.kind)
+        json.endObject()
     }
-    func string(_ value: String?) {
-        if let value { JSONEncoding.appendString(value, to: &out) } else { out += Array("null".utf8) }
-    }
-    key("id"); out += Array(String(row.id).utf8)
-    key("receivedAt"); string(formatTimestamp(row.receivedAt, iso: true))
-    key("service"); string(row.service)
-    key("requestId"); string(row.requestID)
-    key("deviceIds"); out.append(UInt8(ascii: "["))
-    for (index, device) in row.deviceIDs.enumerated() {
-        if index > 0 { out.append(UInt8(ascii: ",")) }
-        out += Array("{\"id\":".utf8); string(device.id)
-        out += Array(",\"kind\":".utf8); string(device.kind)
-        out.append(UInt8(ascii: "}"))
-    }
-    out.append(UInt8(ascii: "]"))
-    key("status"); string(row.status)
-    key("callbackCount"); out += Array((row.callbackCount.map(String.init) ?? "null").utf8)
-    key("duplicateOf"); out += Array((row.duplicateOf.map(String.init) ?? "null").utf8)
+    json.endArray()
+    json.key("status"); json.string(row.status)
+    json.key("callbackCount"); json.integer(row.callbackCount)
+    json.key("duplicateOf"); json.integer(row.duplicateOf)
     if includeRemote {
-        key("remoteAddress"); string(row.remoteAddress)
+        json.key("remoteAddress"); json.string(row.remoteAddress)
     }
     // A JSON line must be one line: raw CR/LF can only be insignificant
     // whitespace in valid JSON (inside strings they are escaped), so a space keeps the meaning.
-    if includeBody { key("body"); out += row.body.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 } }
-    out.append(UInt8(ascii: "}"))
-    return out
+    if includeBody { json.key("body"); json.raw(row.body.lazy.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 }) }
+    json.endObject()
+    return json.bytes
 }
 
-/// Splits `"a":1,"b":[2,3]` at its top-level commas (metadata only: strings
-/// there are escaped, so a comma inside quotes is the only trap).
-func splitTopLevel(_ bytes: [UInt8]) -> [ArraySlice<UInt8>] {
-    var parts: [ArraySlice<UInt8>] = []
-    var depth = 0, inString = false, escaped = false, start = 0
-    for (index, byte) in bytes.enumerated() {
-        if inString {
-            if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
-            continue
-        }
-        switch byte {
-        case UInt8(ascii: "\""): inString = true
-        case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
-        case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
-        case UInt8(ascii: ",") where depth == 0:
-            parts.append(bytes[start..<index])
-            start = index + 1
-        default: break
+/// Each top-level member of an object `exportLine` wrote, as `"name":value`.
+func topLevelMembers(_ object: [UInt8]) -> [[UInt8]] {
+    var members: [[UInt8]] = []
+    object.withUnsafeBufferPointer { buffer in
+        var scanner = JSONScanner(buffer)
+        try? scanner.scanTopLevelObject { name, range in
+            var member: [UInt8] = []
+            JSONString.append(name, to: &member)
+            member.append(UInt8(ascii: ":"))
+            member.append(contentsOf: buffer[range])
+            members.append(member)
         }
     }
-    if start < bytes.count { parts.append(bytes[start...]) }
-    return parts
+    return members
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import CallbackStore
+import Vocabulary
 
 @Suite("SQLiteCallbackStore")
 struct StoreTests {

@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 
 @testable import CallbackStore
+import Vocabulary
 
 /// A unique directory under the system temporary directory, removed by `remove()`.
 struct TemporaryDirectory {

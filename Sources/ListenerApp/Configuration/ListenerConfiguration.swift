@@ -1,12 +1,14 @@
 import Foundation
 import Logging
+import ThingSpace
+import Vocabulary
 
 /// A value that must never be printed: its descriptions are redacted.
 public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     public let value: String
     public init(_ value: String) { self.value = value }
-    public var description: String { "<redacted>" }
-    public var debugDescription: String { "<redacted>" }
+    public var description: String { Redaction.marker }
+    public var debugDescription: String { Redaction.marker }
 }
 
 /// Every setting of the service, validated. README.md ("Configuration")
@@ -244,10 +246,11 @@ extension ListenerConfiguration {
         return value
     }
 
-    /// Callback credentials: ThingSpace accepts at most 40 characters.
+    /// Callback credentials: ThingSpace accepts at most `RegisterCallbackRequest.maxCredentialLength` characters.
     private static func credential(_ value: String?, key: String) throws(ConfigurationError) -> String? {
         guard let value, !value.isEmpty else { return nil }
-        guard value.count <= 40 else { throw .invalidValue(key: key, expected: "at most 40 characters") }
+        let limit = RegisterCallbackRequest.maxCredentialLength
+        guard value.count <= limit else { throw .invalidValue(key: key, expected: "at most \(limit) characters") }
         return value
     }
 

@@ -2,9 +2,11 @@ import CallbackStore
 import Foundation
 import HTTP1
 import HTTPServer
+import JSON
 import Logging
 import Synchronization
 import ThingSpace
+import Vocabulary
 
 /// Receives ThingSpace callbacks: routes `POST {pathPrefix}/{Service}`,
 /// checks source, method, route, media type, JSON and credentials (in that
@@ -122,10 +124,10 @@ public final class CallbackHandler: HTTPRequestHandler {
         identity.append(contentsOf: envelope.identity)
         return .store(
             NewCallback(
-                receivedAt: Self.nowMilliseconds(),
+                receivedAt: Timekeeping.wallClockMilliseconds(),
                 service: service,
                 requestID: envelope.requestID,
-                deviceIDs: envelope.deviceIDs.map { DeviceID(id: $0.id, kind: $0.kind) },
+                deviceIDs: envelope.deviceIDs,
                 status: envelope.status,
                 callbackCount: envelope.callbackCount,
                 remoteAddress: client,
@@ -165,27 +167,27 @@ public final class CallbackHandler: HTTPRequestHandler {
         return true
     }
 
-    static func nowMilliseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-    }
-
     // MARK: Responses
 
     static func storedResponse(_ receipt: CommitReceipt) -> HTTPResponse {
-        var body = "{\"status\":\"stored\",\"id\":\(receipt.id)"
-        if let original = receipt.duplicateOf { body += ",\"duplicateOf\":\(original)" }
-        body += "}"
-        return HTTPResponse(status: .ok, contentType: "application/json", body: body)
+        var json = JSONWriter(reservingCapacity: 64)
+        json.beginObject()
+        json.key("status"); json.string("stored")
+        json.key("id"); json.integer(receipt.id)
+        if let original = receipt.duplicateOf { json.key("duplicateOf"); json.integer(original) }
+        json.endObject()
+        var response = HTTPResponse(status: .ok, contentType: "application/json", body: "")
+        response.body = json.bytes
+        return response
     }
 
     static func errorResponse(_ status: HTTPStatus, _ message: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         var response = HTTPResponse(status: status, contentType: "application/json", body: "")
-        var body: [UInt8] = Array("{\"error\":".utf8)
-        JSONEncoding.appendString(message, to: &body)
-        body.append(UInt8(ascii: "}"))
-        response.body = body
+        var json = JSONWriter(reservingCapacity: message.utf8.count + 16)
+        json.beginObject()
+        json.key("error"); json.string(message)
+        json.endObject()
+        response.body = json.bytes
         for field in headers { response.headers.add(name: field.name, value: field.value) }
         return response
     }

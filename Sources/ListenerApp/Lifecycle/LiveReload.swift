@@ -2,6 +2,7 @@
 // (ProcessSignals serialises them); anything that needs a restart is named.
 import Foundation
 import Logging
+import Vocabulary
 
 final class LiveReload: Sendable {
     private let running: ListenerConfiguration
@@ -32,7 +33,7 @@ final class LiveReload: Sendable {
     /// ThingSpace sends what was registered, and refusing it would lose its callbacks.
     func reload() async {
         guard let handler = handler.current else { return }  // not serving yet
-        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(MonotonicClock.microseconds())")
+        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(Timekeeping.monotonicMicroseconds())")
         defer { notifier.notify("READY=1") }
         let fresh: ListenerConfiguration
         do {
@@ -76,14 +77,5 @@ final class LiveReload: Sendable {
             "configuration reloaded: callback credentials, allowed sources, trusted proxies, log level and deregisterOnShutdown are live",
             metadata: needRestart.isEmpty ? [:] : ["restart_needed_for": "\(needRestart.joined(separator: "; "))"]
         )
-    }
-}
-
-/// CLOCK_MONOTONIC in microseconds, as systemd's MONOTONIC_USEC wants it.
-enum MonotonicClock {
-    static func microseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 }

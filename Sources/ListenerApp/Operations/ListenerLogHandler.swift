@@ -1,7 +1,8 @@
 import Foundation
+import JSON
 import Logging
 import Synchronization
-import ThingSpace
+import Vocabulary
 
 /// Log lines on stderr: readable text (with a `<N>` syslog priority prefix
 /// when journald reads the stream, so `journalctl -p` works) or JSON lines.
@@ -53,17 +54,17 @@ public struct ListenerLogHandler: LogHandler {
                 Self.appendEscaped("\(merged[key]!)", to: &line)
             }
         case .json:
-            line += Array("{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level.rawValue)\",\"logger\":".utf8)
-            JSONEncoding.appendString(label, to: &line)
-            line += Array(",\"message\":".utf8)
-            JSONEncoding.appendString("\(event.message)", to: &line)
+            var json = JSONWriter(appendingTo: line)
+            json.beginObject()
+            json.key("time"); json.string(Self.timestamp())
+            json.key("level"); json.string(event.level.rawValue)
+            json.key("logger"); json.string(label)
+            json.key("message"); json.string("\(event.message)")
             for key in merged.keys.sorted() {
-                line.append(UInt8(ascii: ","))
-                JSONEncoding.appendString(key, to: &line)
-                line.append(UInt8(ascii: ":"))
-                JSONEncoding.appendString("\(merged[key]!)", to: &line)
+                json.key(key); json.string("\(merged[key]!)")
             }
-            line.append(UInt8(ascii: "}"))
+            json.endObject()
+            line = json.bytes
         }
         line.append(0x0A)
         output.write(line)
@@ -95,15 +96,7 @@ public struct ListenerLogHandler: LogHandler {
     }
 
     static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var parts = tm()
-        var seconds = now.tv_sec
-        gmtime_r(&seconds, &parts)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-            Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(now.tv_nsec / 1_000_000)
-        )
+        Timekeeping.iso8601(milliseconds: Timekeeping.wallClockMilliseconds())
     }
 }
 

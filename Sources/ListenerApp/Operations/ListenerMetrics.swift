@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Prometheus
 import Synchronization
+import Vocabulary
 
 /// Why an intake request was refused; a metric dimension and a log field.
 public enum RejectionReason: String, Sendable, CaseIterable {
@@ -71,8 +72,7 @@ public final class ListenerMetrics: Sendable {
     func rejected(_ reason: RejectionReason) { rejected[reason]?.increment() }
     func committed(batchSize size: Int, duration: Duration) {
         batchSize.record(size)
-        let (seconds, attoseconds) = duration.components
-        commitLatency.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        commitLatency.recordNanoseconds(duration.inNanoseconds)
     }
     func setOpenConnections(_ count: Int) { openConnections.record(count) }
     func setRegistrationState(_ state: RegistrationStateName) {

@@ -1,6 +1,7 @@
 import CallbackStore
 import Dispatch
 import Logging
+import Vocabulary
 
 /// Deletes callbacks older than `storage.retentionDays`, at start and hourly,
 /// through its own connection (SQLite serialises it with the writer).
@@ -28,7 +29,7 @@ final class RetentionSweeper: @unchecked Sendable {
     func stop() { timer.cancel() }
 
     private func sweep() {
-        let cutoff = CallbackHandler.nowMilliseconds() - Int64(days) * 86_400_000
+        let cutoff = Timekeeping.wallClockMilliseconds() - Int64(days) * 86_400_000
         do {
             let store = try SQLiteCallbackStore(path: path)
             let removed = try store.purge(olderThan: cutoff)

@@ -4,6 +4,7 @@ import Foundation
 import HTTPServer
 import Logging
 import Synchronization
+import Vocabulary
 
 /// Pings systemd's watchdog (`WATCHDOG=1`) only while both the accept loop
 /// and the store writer show progress, so a wedged process is restarted
@@ -39,7 +40,7 @@ final class Watchdog: @unchecked Sendable {
 
     func start() {
         // Check at half the interval, as sd_watchdog_enabled(3) advises.
-        let period = DispatchTimeInterval.microseconds(Int(interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000) / 2)
+        let period = DispatchTimeInterval.microseconds(Int(interval.inMicroseconds) / 2)
         timer.schedule(deadline: .now() + period, repeating: period)
         timer.setEventHandler { [self] in check() }
         timer.resume()

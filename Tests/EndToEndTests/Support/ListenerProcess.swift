@@ -34,7 +34,7 @@ enum ProcessError: Error, CustomStringConvertible {
 final class ListenerProcess: @unchecked Sendable {
     let process = Process()
     /// Shared with the pipe's reading handler.
-    private final class Output: Sendable { let state = Mutex<(lines: [String], partial: Data)>(([], Data())) }
+    private final class Output: Sendable { let state = Mutex<(lines: [String], partial: Data, ended: Bool)>(([], Data(), false)) }
     private let output = Output()
     private let stderrPipe = Pipe()
     private let stdoutPipe = Pipe()
@@ -50,7 +50,11 @@ final class ListenerProcess: @unchecked Sendable {
         process.standardOutput = stdoutPipe
         stderrPipe.fileHandleForReading.readabilityHandler = { [output] handle in
             let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil; return }
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                output.state.withLock { $0.ended = true }
+                return
+            }
             output.state.withLock { output in
                 output.partial.append(chunk)
                 while let newline = output.partial.firstIndex(of: 0x0A) {
@@ -129,6 +133,9 @@ final class ListenerProcess: @unchecked Sendable {
             process.waitUntilExit()
         }
         process.waitUntilExit()
+        // The last lines may still be in the pipe: read it to its end (bounded).
+        let drained = ContinuousClock.now + .seconds(5)
+        while !output.state.withLock({ $0.ended }) && ContinuousClock.now < drained { Thread.sleep(forTimeInterval: 0.01) }
         return process.terminationStatus
     }
 

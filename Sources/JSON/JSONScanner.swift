@@ -1,10 +1,20 @@
+// The strict RFC 8259 scanner callback bodies go through, one on every request.
+// It validates without building objects: callers ask for the few values they
+// need by range. No Foundation.
+
 /// A strict RFC 8259 JSON scanner over bytes. It validates a document
 /// (grammar, UTF-8, nesting depth) without building objects, reports where each
 /// top-level member's value lies, and can write a value in canonical form
 /// (object members sorted by name, no insignificant whitespace, strings with
-/// minimal escaping) so that two encodings of the same data compare equal.
-struct JSONScanner {
-    enum Failure: Error, Equatable {
+/// minimal escaping, see `JSONString`) so that two encodings of the same data
+/// compare equal.
+///
+/// The entry points are coarse: one call validates a whole document or value,
+/// and the byte loops stay inside this module.
+public struct JSONScanner {
+    /// Why a document is refused. Offsets count bytes from the start of the
+    /// scanner's buffer; no case quotes the document beyond a member name.
+    public enum Failure: Error, Equatable, Sendable {
         case syntax(offset: Int, expected: String)
         case invalidUTF8(offset: Int)
         case tooDeep
@@ -12,19 +22,22 @@ struct JSONScanner {
         case notAnObject
     }
 
-    static let maximumDepth = 64
+    /// How deeply objects and arrays may nest (the top-level value counts).
+    public static let maximumDepth = 64
 
     private let bytes: UnsafeBufferPointer<UInt8>
-    private(set) var index = 0
+    /// The offset of the next byte to read: after a value, the byte after it.
+    public private(set) var index = 0
     private var depth = 0
 
-    init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    /// A scanner at the start of `bytes`, which must outlive it.
+    public init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
     // MARK: Top level
 
     /// Scans a document that must be one object, calling `member` with each
     /// top-level member's name and value range, in order. Names must be unique.
-    mutating func scanTopLevelObject(member: (String, Range<Int>) throws(Failure) -> Void) throws(Failure) {
+    public mutating func scanTopLevelObject(member: (String, Range<Int>) throws(Failure) -> Void) throws(Failure) {
         skipWhitespace()
         guard peek() == UInt8(ascii: "{") else {
             if index < bytes.count { throw .notAnObject }
@@ -57,16 +70,52 @@ struct JSONScanner {
         guard index == bytes.count else { throw .syntax(offset: index, expected: "the end of the document") }
     }
 
+    /// Scans a document that must be one array, calling `element` with each
+    /// element's range, in order. A document of another kind fails with
+    /// `.syntax(expected: "a JSON array")`.
+    public mutating func scanTopLevelArray(element: (Range<Int>) throws(Failure) -> Void) throws(Failure) {
+        skipWhitespace()
+        guard peek() == UInt8(ascii: "[") else { throw .syntax(offset: index, expected: "a JSON array") }
+        try enter()
+        index += 1
+        skipWhitespace()
+        if peek() == UInt8(ascii: "]") {
+            index += 1
+        } else {
+            while true {
+                skipWhitespace()
+                let start = index
+                try skipValue()
+                try element(start..<index)
+                skipWhitespace()
+                if peek() == UInt8(ascii: ",") { index += 1; continue }
+                try expect(UInt8(ascii: "]"), "',' or ']' in an array")
+                break
+            }
+        }
+        depth -= 1
+        skipWhitespace()
+        guard index == bytes.count else { throw .syntax(offset: index, expected: "the end of the document") }
+    }
+
     // MARK: Values
 
     /// Validates one value and moves past it.
-    mutating func skipValue() throws(Failure) {
+    public mutating func skipValue() throws(Failure) {
         var nothing: [UInt8]? = nil
         try scanValue(canonical: &nothing)
     }
 
+    /// Validates one value, moves past it and returns its canonical form:
+    /// equal data gives equal bytes, whatever the layout, member order or escapes.
+    public mutating func canonicalValue() throws(Failure) -> [UInt8] {
+        var output: [UInt8]? = []
+        try scanValue(canonical: &output)
+        return output ?? []
+    }
+
     /// Validates one value and, when `canonical` is non-nil, appends its canonical form.
-    mutating func scanValue(canonical: inout [UInt8]?) throws(Failure) {
+    private mutating func scanValue(canonical: inout [UInt8]?) throws(Failure) {
         guard let byte = peek() else { throw .syntax(offset: index, expected: "a value") }
         switch byte {
         case UInt8(ascii: "{"): try scanObject(canonical: &canonical)
@@ -186,8 +235,9 @@ struct JSONScanner {
         canonical?.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
     }
 
-    /// Reads a string token and returns its decoded text.
-    mutating func scanString() throws(Failure) -> String {
+    /// Reads a string token and returns its decoded text. A lone surrogate
+    /// escape (`\ud800`) decodes to U+FFFD, as a `String` cannot hold it.
+    public mutating func scanString() throws(Failure) -> String {
         let (content, hasEscapes) = try scanStringToken()
         let bytes = UnsafeBufferPointer(rebasing: self.bytes[content])
         return hasEscapes ? Self.unescape(bytes) : String(decoding: bytes, as: UTF8.self)
@@ -199,7 +249,7 @@ struct JSONScanner {
         let (content, hasEscapes) = try scanStringToken()
         let bytes = UnsafeBufferPointer(rebasing: self.bytes[content])
         if hasEscapes {
-            Self.appendCanonicalString(Self.unescape(bytes), to: &output)
+            JSONString.append(Self.unescape(bytes), to: &output)
         } else {
             output.append(UInt8(ascii: "\""))
             output.append(contentsOf: bytes)
@@ -295,7 +345,7 @@ struct JSONScanner {
         index += length
     }
 
-    static func unescape(_ content: UnsafeBufferPointer<UInt8>) -> String {
+    private static func unescape(_ content: UnsafeBufferPointer<UInt8>) -> String {
         var scalars = String.UnicodeScalarView()
         var utf8: [UInt8] = []
         utf8.reserveCapacity(content.count)
@@ -343,26 +393,6 @@ struct JSONScanner {
         flush()
         return String(scalars)
     }
-
-    static func appendCanonicalString(_ text: String, to output: inout [UInt8]) {
-        output.append(UInt8(ascii: "\""))
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            output.append(contentsOf: text.utf8)
-            output.append(UInt8(ascii: "\""))
-            return
-        }
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0..<0x20:
-                let digits = Array("0123456789abcdef".utf8)
-                output.append(contentsOf: Array("\\u00".utf8) + [digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-            default: output.append(byte)
-            }
-        }
-        output.append(UInt8(ascii: "\""))
-    }
 }
 
 private func hexValue(_ byte: UInt8) -> UInt8? {
@@ -371,14 +401,6 @@ private func hexValue(_ byte: UInt8) -> UInt8? {
     case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
     case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
     default: return nil
-    }
-}
-
-/// Writing JSON by hand where Foundation's encoder would cost too much.
-public enum JSONEncoding {
-    /// Appends `text` as a JSON string literal.
-    public static func appendString(_ text: String, to output: inout [UInt8]) {
-        JSONScanner.appendCanonicalString(text, to: &output)
     }
 }
 
