@@ -486,7 +486,7 @@ final class Outcomes: Sendable {
         if begins {
             logger.error(
                 "Storing callbacks failed; answering 503 until the store works again",
-                metadata: ["error": "\(error)", "batch.size": "\(batch.count)"]
+                metadata: ["error": "\(error)", "store.batch_size": "\(batch.count)"]
             )
         }
         observer?(.failed(batchSize: batch.count, duration: duration, error: error))
@@ -505,10 +505,10 @@ final class Outcomes: Sendable {
         logger.notice(
             "Storing callbacks recovered",
             metadata: [
-                "failed.batches": "\(ended.batches)",
-                "failed.callbacks": "\(ended.callbacks)",
-                "outage.seconds": "\(Self.seconds(.now - ended.started))",
-                "last.error": "\(ended.lastError)",
+                "store.failed_batches": "\(ended.batches)",
+                "store.failed_callbacks": "\(ended.callbacks)",
+                "store.outage_seconds": "\(Self.seconds(.now - ended.started))",
+                "store.last_error": "\(ended.lastError)",
             ]
         )
     }

@@ -113,7 +113,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         walRepair = nil
         checkpointer?.resume(.walRepair)
         if case .failed(let cause) = reason {
-            logger.notice("The WAL was written back and synced after \(cause)", metadata: ["storage.path": "\(path)"])
+            logger.notice("The WAL was written back and synced after \(cause)", metadata: ["store.path": "\(path)"])
         }
     }
 
@@ -412,7 +412,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         if !isReopeningMovedFile {
             logger.warning(
                 "The callback database was moved or deleted; reopening it at its path",
-                metadata: ["storage.path": "\(path)"]
+                metadata: ["store.path": "\(path)"]
             )
             isReopeningMovedFile = true
         }
@@ -427,7 +427,7 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
             if !hasLoggedMovedFileFailure {
                 logger.error(
                     "Could not write the last callbacks into the moved database file; retrying",
-                    metadata: ["storage.path": "\(path)", "error": "\(error)"]
+                    metadata: ["store.path": "\(path)", "error": "\(error)"]
                 )
                 hasLoggedMovedFileFailure = true
             }

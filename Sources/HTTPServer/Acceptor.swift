@@ -122,7 +122,7 @@ final class Acceptor: @unchecked Sendable {
                 // Shed load: closing at once is cheaper than queueing work we cannot do.
                 _ = close(fd)
                 core.connectionClosed()
-                core.logger.debug("connection shed: too many open connections", metadata: ["limit": "\(core.maxConnections)"])
+                core.logger.debug("connection shed: too many open connections", metadata: ["http.max_connections": "\(core.maxConnections)"])
                 continue
             }
             // (accept4 is not visible from Swift's Glibc module: two fcntl calls instead.)

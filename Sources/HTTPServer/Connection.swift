@@ -89,7 +89,7 @@ final class Connection: @unchecked Sendable {
         }
         self.token = token
         watchedEvents = Epoll.readable
-        log(.trace, "connection opened", ["remote": "\(address):\(port)"])
+        log(.trace, "connection opened", ["connection.remote": "\(address):\(port)"])
         if core.isDraining.load(ordering: .relaxed) {
             terminate(reason: "server is shutting down")
         }
@@ -112,7 +112,7 @@ final class Connection: @unchecked Sendable {
     func terminate(reason: String, abort: Bool = false) {
         loop.checkConfined()
         guard state.lifecycle != .closed else { return }
-        log(.debug, "connection closed", ["reason": "\(reason)"])
+        log(.debug, "connection closed", ["connection.close_reason": "\(reason)"])
         state.close()
         if let token { loop.unregister(fd: fd, token: token) }
         token = nil
@@ -236,7 +236,7 @@ final class Connection: @unchecked Sendable {
     /// Answers an unusable request (parse error, timeout) and closes after it.
     private func reject(_ status: HTTPStatus, reason: String) {
         guard state.isServing else { return }
-        log(.debug, "request rejected", ["status": "\(status.code)", "reason": "\(reason)"])
+        log(.debug, "request rejected", ["http.status": "\(status.code)", "rejection.reason": "\(reason)"])
         let sequence = nextRequestSequence
         nextRequestSequence += 1
         let response = HTTPResponse(

@@ -163,7 +163,7 @@ public final class HTTPServer: Sendable {
         }
         core.logger.info(
             "HTTP server listening",
-            metadata: ["host": "\(configuration.host)", "port": "\(localPort ?? -1)", "queues": "\(loops.count)"])
+            metadata: ["http.host": "\(configuration.host)", "http.port": "\(localPort ?? -1)", "http.io_queues": "\(loops.count)"])
         if let requestedDrain { beginDrain(gracePeriod: requestedDrain) }
     }
 
@@ -182,7 +182,7 @@ public final class HTTPServer: Sendable {
             }
         }
         core.isDraining.store(true, ordering: .releasing)
-        core.logger.info("HTTP server shutting down", metadata: ["open_connections": "\(openConnections)"])
+        core.logger.info("HTTP server shutting down", metadata: ["http.open_connections": "\(openConnections)"])
         acceptor.queue.async { acceptor.stop() }
         for loop in loops {
             loop.queue.async { loop.beginDrain() }
@@ -192,7 +192,7 @@ public final class HTTPServer: Sendable {
             guard core.openConnections.load(ordering: .acquiring) > 0 else { return }
             core.logger.info(
                 "shutdown grace period over; closing remaining connections",
-                metadata: ["open_connections": "\(core.openConnections.load(ordering: .relaxed))"])
+                metadata: ["http.open_connections": "\(core.openConnections.load(ordering: .relaxed))"])
             for loop in loops {
                 loop.queue.async { loop.closeAll() }
             }

@@ -111,7 +111,7 @@ public final class ListenerService: Sendable {
         signals?.handle(
             with: ProcessSignals.Handlers(
                 stop: { [self] name in
-                    logger.info("stopping", metadata: ["signal": "\(name)"])
+                    logger.info("stopping", metadata: ["process.signal": "\(name)"])
                     readiness.announceStopping()
                     await composition.shutdown()
                 },

@@ -121,7 +121,7 @@ import Testing
             }
             #expect(listener.waitForExit() == 0, "log:\n\(listener.logText)")
             #expect(listener.process.terminationReason == .exit)
-            #expect(listener.logLines.contains { $0.contains("stopping") && $0.contains("signal=SIGTERM") })
+            #expect(listener.logLines.contains { $0.contains("stopping") && $0.contains("process.signal=SIGTERM") })
         }
     }
 
@@ -250,7 +250,7 @@ import Testing
         try rotated.write(toFile: listener.configPath, atomically: true, encoding: .utf8)
         process.signal(SIGHUP)
         let reloaded = try process.waitForLog("configuration reloaded")
-        #expect(!reloaded.contains("restart_needed_for"), "\(reloaded)")
+        #expect(!reloaded.contains("reload.restart_needed_for"), "\(reloaded)")
         let reloading = notify.waitFor(timeout: .seconds(10)) { $0.fields["RELOADING"] == "1" }
         #expect(reloading?.fields["MONOTONIC_USEC"] != nil)
         #expect(notify.waitFor(timeout: .seconds(10)) { $0.fields["READY"] == "1" } != nil, "no READY=1 after RELOADING=1")

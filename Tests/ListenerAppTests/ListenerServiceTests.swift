@@ -138,7 +138,7 @@ func callbackBody(password: String = "listener-pass", requestID: String = UUID()
         #expect(try client.post("/callbacks/DeviceUsage", json: callbackBody(password: "listener-pass")).status == 200)
         #expect(try client.post("/callbacks/DeviceUsage", json: callbackBody(password: "other")).status == 403)
         let reloaded = try #require(listener.logs.all.first { $0.message.hasPrefix("configuration reloaded") })
-        #expect("\(reloaded.metadata["restart_needed_for"] ?? "")".contains("http.host/port"))
+        #expect("\(reloaded.metadata["reload.restart_needed_for"] ?? "")".contains("http.host/port"))
 
         // The allow-list is live too.
         listener.changeConfiguration { $0.callbacks.allowedSources = [CIDR("10.0.0.0/8")!] }

@@ -45,7 +45,7 @@ public final class CallbackHandler: HTTPRequestHandler {
             if let service { log[metadataKey: "callback.service"] = "\(service)" }
             log.notice(
                 "callback rejected",
-                metadata: ["reason": "\(reason.rawValue)", "status": "\(status.code)", "remote": "\(context.remoteAddress)", "detail": "\(message)"]
+                metadata: ["rejection.reason": "\(reason.rawValue)", "http.status": "\(status.code)", "connection.remote": "\(context.remoteAddress)", "rejection.detail": "\(message)"]
             )
             respond(responder, Self.errorResponse(status, message, headers: headers))
         case .store(let callback):

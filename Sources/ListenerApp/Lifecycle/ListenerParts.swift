@@ -124,8 +124,8 @@ final class CallbackServerPart: ListenerPart {
         logger.info(
             "listening for callbacks",
             metadata: [
-                "address": "\(socket == nil ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
-                "path": "\(configuration.http.pathPrefix)/{\(configuration.callbacks.services.joined(separator: ","))}",
+                "listener.address": "\(socket == nil ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
+                "listener.path": "\(configuration.http.pathPrefix)/{\(configuration.callbacks.services.joined(separator: ","))}",
             ]
         )
         if configuration.callbacks.username == nil && configuration.callbacks.allowedSources.isEmpty {
@@ -173,7 +173,7 @@ final class AdminServerPart: ListenerPart {
         do {
             if let socket { try server.start(listeningSockets: [socket]) } else { try server.start() }
             up.store(true, ordering: .relaxed)
-            logger.info("admin listener up", metadata: ["address": "\(configuration.host):\(server.localPort ?? 0)"])
+            logger.info("admin listener up", metadata: ["listener.address": "\(configuration.host):\(server.localPort ?? 0)"])
         } catch {
             logger.error("admin listener not started: \(error)")
         }

@@ -75,7 +75,7 @@ final class LiveReload: Sendable {
         needRestart += changed.filter(\.1).map(\.0)
         logger.notice(
             "configuration reloaded: callback credentials, allowed sources, trusted proxies, log level and deregisterOnShutdown are live",
-            metadata: needRestart.isEmpty ? [:] : ["restart_needed_for": "\(needRestart.joined(separator: "; "))"]
+            metadata: needRestart.isEmpty ? [:] : ["reload.restart_needed_for": "\(needRestart.joined(separator: "; "))"]
         )
     }
 }

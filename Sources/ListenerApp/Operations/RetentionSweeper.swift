@@ -33,7 +33,7 @@ final class RetentionSweeper: @unchecked Sendable {
         do {
             let store = try SQLiteCallbackStore(path: path)
             let removed = try store.purge(olderThan: cutoff)
-            if removed > 0 { logger.info("retention: removed old callbacks", metadata: ["count": "\(removed)", "days": "\(days)"]) }
+            if removed > 0 { logger.info("retention: removed old callbacks", metadata: ["retention.removed": "\(removed)", "retention.days": "\(days)"]) }
         } catch {
             logger.warning("retention sweep failed; will retry in an hour: \(error)")
         }

@@ -134,12 +134,12 @@ final class Registrar: Sendable {
                         logger.error("registration stopped: \(error)")
                         return
                     }
-                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "retry_in_seconds": "\(Int(delay))"])
+                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "registration.retry_in_seconds": "\(Int(delay))"])
                 }
             }
             if !pending {
                 metrics.setRegistrationState(.registered)
-                logger.info("registered with ThingSpace", metadata: ["services": "\(targets.map(\.service).joined(separator: ","))"])
+                logger.info("registered with ThingSpace", metadata: ["registration.services": "\(targets.map(\.service).joined(separator: ","))"])
                 return
             }
             metrics.setRegistrationState(.failed)
@@ -156,7 +156,7 @@ final class Registrar: Sendable {
     private func ensureRegistered(_ service: String, _ request: RegisterCallbackRequest) throws(ThingSpaceError) {
         let existing = try client.list(accountName: accountName).filter { $0.serviceName == service }
         if existing.contains(where: { Self.matches($0, request) }) {
-            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "url": "\(redactingUserInfo(request.url))"])
+            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "registration.url": "\(redactingUserInfo(request.url))"])
             return
         }
         // Shutdown started while listing: register nothing that would then outlive us.
@@ -164,7 +164,7 @@ final class Registrar: Sendable {
         if !existing.isEmpty {
             logger.info(
                 "replacing another registration",
-                metadata: ["callback.service": "\(service)", "previous_url": "\(redactingUserInfo(existing.first?.url ?? ""))"]
+                metadata: ["callback.service": "\(service)", "registration.previous_url": "\(redactingUserInfo(existing.first?.url ?? ""))"]
             )
             _ = try client.deregister(accountName: accountName, serviceName: service)
         }

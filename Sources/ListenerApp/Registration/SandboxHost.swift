@@ -14,14 +14,14 @@ final class SandboxHost: Sendable {
         var settings = SandboxConfiguration()
         settings.sampleInterval = .seconds(15)
         var sandboxLogger = logger
-        sandboxLogger[metadataKey: "component"] = "sandbox"
+        sandboxLogger[metadataKey: "log.component"] = "sandbox"
         sandbox = ThingSpaceSandbox(configuration: settings, logger: sandboxLogger)
         try sandbox.start()
         let host = ["0.0.0.0", "::", "*"].contains(configuration.http.host) ? "127.0.0.1" : configuration.http.host
         let port = listenerPort ?? configuration.http.port
         listenerBaseURL = configuration.thingspace.callbackBaseURL
             ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)\(configuration.http.pathPrefix)"
-        logger.notice("ThingSpace sandbox running: callbacks are simulated", metadata: ["sandbox": "\(sandbox.baseURL)"])
+        logger.notice("ThingSpace sandbox running: callbacks are simulated", metadata: ["sandbox.base_url": "\(sandbox.baseURL)"])
     }
 
     /// The ThingSpace settings that point the registrar at the sandbox.
