@@ -94,10 +94,10 @@ let package = Package(
         ),
 
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1"], swiftSettings: strict),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "CallbackStoreTests",
-            dependencies: ["CallbackStore", "CSQLite", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CallbackStore", "CSQLite", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

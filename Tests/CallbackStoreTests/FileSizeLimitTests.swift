@@ -1,6 +1,7 @@
 import CallbackStore
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -27,7 +28,7 @@ enum FileSizeLimitScenario {
     static func run() throws {
         signal(SIGXFSZ, SIG_IGN)
         let directory = try TemporaryDirectory()
-        defer { directory.remove() }
+        defer { withExtendedLifetime(directory) {} }
         let quiet = Logger(label: "child") { _ in SwiftLogNoOpLogHandler() }
         let probe = WriterProbe()
         let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath), logger: quiet)

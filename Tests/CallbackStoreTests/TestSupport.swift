@@ -1,32 +1,20 @@
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 
 @testable import CallbackStore
 import Vocabulary
 
-/// A unique directory under the system temporary directory, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("callbackstore-tests-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    var databasePath: String { path + "/callbacks.db" }
-
-    func remove() {
-        try? FileManager.default.removeItem(atPath: path)
-    }
+extension TemporaryDirectory {
+    /// Where the tests put the store.
+    var databasePath: String { file("callbacks.db") }
 }
 
 /// Runs `body` with a fresh temporary directory, removed afterwards.
 func withTemporaryDirectory<Result>(_ body: (TemporaryDirectory) throws -> Result) throws -> Result {
     let directory = try TemporaryDirectory()
-    defer { directory.remove() }
-    return try body(directory)
+    return try withExtendedLifetime(directory) { try body(directory) }
 }
 
 /// A callback with sensible defaults; the body names the request id so rows are told apart.
@@ -56,17 +44,6 @@ func makeCallback(
 
 let testLogger = Logger(label: "CallbackStoreTests")
 
-/// Polls `condition` every millisecond for at most `seconds`; returns whether it became true.
-/// Bounds waits in tests; asserts behaviour, not timing.
-func waitUntil(seconds: Double = 20, _ condition: () -> Bool) -> Bool {
-    let deadline = Date(timeIntervalSinceNow: seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(1_000)
-    }
-    return condition()
-}
-
 /// Collects completions from any thread.
 final class CompletionLog: Sendable {
     private let results = Mutex<[Result<CommitReceipt, CallbackStoreError>]>([])
@@ -91,7 +68,7 @@ final class CompletionLog: Sendable {
 
     /// Waits (bounded) until `expected` completions arrived.
     func wait(for expected: Int) -> Bool {
-        waitUntil { count >= expected }
+        eventually(within: .seconds(20)) { count >= expected }
     }
 }
 
@@ -142,7 +119,7 @@ final class WriterProbe: Sendable {
 
     /// Waits (bounded) until the writer thread is held for the `number`th time (counting from 1).
     func waitForHold(_ number: Int) -> Bool {
-        waitUntil { holdsBegun.withLock { $0 } >= number }
+        eventually(within: .seconds(20)) { holdsBegun.withLock { $0 } >= number }
     }
 
     func resume() {
@@ -163,40 +140,6 @@ final class WriterProbe: Sendable {
             if case .failed(let size, _, _) = $0 { return size }
             return nil
         }
-    }
-}
-
-/// A log handler that keeps messages, to check what the writer logs and how often.
-struct CapturingLogHandler: LogHandler {
-    struct Entry: Sendable {
-        var level: Logger.Level
-        var message: String
-        var metadata: Logger.Metadata
-    }
-
-    final class Storage: Sendable {
-        let entries = Mutex<[Entry]>([])
-        var all: [Entry] { entries.withLock { $0 } }
-    }
-
-    let storage: Storage
-    var logLevel: Logger.Level = .trace
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        storage.entries.withLock {
-            $0.append(Entry(level: event.level, message: event.message.description, metadata: event.metadata ?? [:]))
-        }
-    }
-
-    static func logger() -> (Logger, Storage) {
-        let storage = Storage()
-        return (Logger(label: "capture") { _ in CapturingLogHandler(storage: storage) }, storage)
     }
 }
 
@@ -238,5 +181,5 @@ final class SyncGate: Sendable {
     var calls: Int { state.withLock { $0.calls } }
 
     /// Waits (bounded) until a sync is being held.
-    func waitForHeld() -> Bool { waitUntil { state.withLock { $0.held } > 0 } }
+    func waitForHeld() -> Bool { eventually(within: .seconds(20)) { state.withLock { $0.held } > 0 } }
 }

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import CallbackStore
@@ -108,7 +109,8 @@ struct WriterTests {
         try withTemporaryDirectory { directory in
             let store = try SQLiteCallbackStore(path: directory.databasePath)
             let probe = WriterProbe()
-            let (logger, logs) = CapturingLogHandler.logger()
+            let logs = LogCapture()
+            let logger = logs.logger("capture")
             let writer = probe.writer(store: store, logger: logger)
             defer { writer.close() }
             let log = CompletionLog()
@@ -184,7 +186,7 @@ struct WriterTests {
             // b is committed (a reader sees both rows) while a's sync is held, and neither is acknowledged.
             let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
             defer { reader.close() }
-            #expect(waitUntil { (try? reader.stats().total) == 2 })
+            #expect(eventually(within: .seconds(20)) { (try? reader.stats().total) == 2 })
             #expect(log.count == 0)
             #expect(probe.committedBatchSizes.isEmpty)
 
@@ -200,7 +202,8 @@ struct WriterTests {
     func failedSync() throws {
         try withTemporaryDirectory { directory in
             let gate = SyncGate()
-            let (logger, logs) = CapturingLogHandler.logger()
+            let logs = LogCapture()
+            let logger = logs.logger("capture")
             let writer = WriterProbe().writer(
                 store: try SQLiteCallbackStore(path: directory.databasePath), logger: logger, sync: gate.sync)
             defer { writer.close() }
@@ -209,7 +212,7 @@ struct WriterTests {
             gate.failNext(2)
             #expect(writer.submit(makeCallback(requestID: "a"), completion: log.completion))
             #expect(log.wait(for: 1))
-            #expect(waitUntil { writer.isFailing })
+            #expect(eventually(within: .seconds(20)) { writer.isFailing })
             #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
             #expect(log.wait(for: 2))
             #expect(log.errors.count == 2)
@@ -219,7 +222,7 @@ struct WriterTests {
             #expect(writer.submit(makeCallback(requestID: "c"), completion: log.completion))
             #expect(log.wait(for: 3))
             #expect(log.receipts.count == 1)
-            #expect(waitUntil { !writer.isFailing })
+            #expect(eventually(within: .seconds(20)) { !writer.isFailing })
             writer.close()
 
             #expect(logs.all.filter { $0.level >= .error }.count == 1)
@@ -233,7 +236,8 @@ struct WriterTests {
     func failedSyncPoisonsWhatFollows() throws {
         try withTemporaryDirectory { directory in
             let gate = SyncGate()
-            let (logger, logs) = CapturingLogHandler.logger()
+            let logs = LogCapture()
+            let logger = logs.logger("capture")
             let store = try SQLiteCallbackStore(path: directory.databasePath, logger: logger)
             let writer = WriterProbe().writer(store: store, logger: logger, sync: gate.sync)
             defer { writer.close() }
@@ -245,20 +249,20 @@ struct WriterTests {
             #expect(gate.waitForHeld())
             #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
             let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
-            #expect(waitUntil { (try? reader.stats().total) == 2 })  // b is committed behind a
+            #expect(eventually(within: .seconds(20)) { (try? reader.stats().total) == 2 })  // b is committed behind a
             reader.close()
             gate.release()  // a's sync fails
             #expect(log.wait(for: 2))
             #expect(log.errors.count == 2)
             #expect(gate.calls == 1)  // b failed without a sync of its own
-            #expect(waitUntil { writer.isFailing })
+            #expect(eventually(within: .seconds(20)) { writer.isFailing })
 
             // The next batch first writes the WAL back whole and syncs it, then commits and syncs.
             #expect(writer.submit(makeCallback(requestID: "c"), completion: log.completion))
             #expect(log.wait(for: 3))
             #expect(log.receipts.count == 1)
             #expect(gate.calls == 2)
-            #expect(waitUntil { !writer.isFailing })
+            #expect(eventually(within: .seconds(20)) { !writer.isFailing })
             writer.close()
             #expect(logs.all.contains { $0.message.contains("written back and synced after a failed fdatasync") })
             #expect(logs.all.filter { $0.level >= .error }.count == 1)
@@ -286,7 +290,7 @@ struct WriterTests {
             #expect(writer.submit(makeCallback(requestID: "b"), completion: log.completion))
             #expect(log.wait(for: 2))
             #expect(log.receipts.count == 1)
-            #expect(waitUntil { ((try? fileSize(path)) ?? 0) > sizeBefore + 150_000 })
+            #expect(eventually(within: .seconds(20)) { ((try? fileSize(path)) ?? 0) > sizeBefore + 150_000 })
         }
     }
 
@@ -304,7 +308,7 @@ struct WriterTests {
                 #expect(writer.submit(makeCallback(requestID: "r\(index)", body: body), completion: log.completion))
             }
             #expect(log.wait(for: 100))
-            #expect(waitUntil { ((try? fileSize(path)) ?? 0) > sizeBefore + 300_000 })
+            #expect(eventually(within: .seconds(20)) { ((try? fileSize(path)) ?? 0) > sizeBefore + 300_000 })
         }
     }
 
@@ -312,7 +316,8 @@ struct WriterTests {
     func reopensAfterTheFileMoved() throws {
         try withTemporaryDirectory { directory in
             let path = directory.databasePath
-            let (logger, logs) = CapturingLogHandler.logger()
+            let logs = LogCapture()
+            let logger = logs.logger("capture")
             let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: path, logger: logger), logger: testLogger)
             defer { writer.close() }
             let log = CompletionLog()
@@ -353,7 +358,7 @@ struct WriterTests {
             }
             // Once close() has begun, submissions are refused; those accepted before are committed.
             var accepted = 11
-            #expect(waitUntil {
+            #expect(eventually(within: .seconds(20)) {
                 if writer.submit(makeCallback(dedupKey: "late\(accepted)"), completion: log.completion) {
                     accepted += 1
                     return false
@@ -379,7 +384,7 @@ struct WriterTests {
         try withTemporaryDirectory { directory in
             let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: directory.databasePath), logger: testLogger)
             let start = writer.progressHeartbeat
-            #expect(waitUntil { writer.progressHeartbeat > start + 1 })
+            #expect(eventually(within: .seconds(20)) { writer.progressHeartbeat > start + 1 })
 
             let done = DispatchSemaphore(value: 0)
             #expect(writer.submit(makeCallback()) { result in

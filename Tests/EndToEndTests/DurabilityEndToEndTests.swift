@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite(.serialized) struct DurabilityEndToEndTests {
@@ -19,7 +20,7 @@ import Testing
                     // Bounded: at most 5,000 requests per worker per round.
                     for index in 0..<5_000 where !stop.load(ordering: .relaxed) {
                         let id = "crash-\(round)-\(worker)-\(index)"
-                        guard let response = try? client.post("/callbacks/CarrierService", body: callbackBody(requestID: id)) else { return }
+                        guard let response = try? client.post("/callbacks/CarrierService", json: callbackBody(requestID: id)) else { return }
                         if response.status == 200 { roundAcknowledged.withLock { $0.append(id) } }
                     }
                 }
@@ -50,13 +51,13 @@ import Testing
     @Test func aStoreFailureAnswers503AndRecovers() throws {
         let listener = try ListenerFixture()
         let client = try TestClient(port: listener.port)
-        #expect(try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "ok-1")).status == 200)
+        #expect(try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "ok-1")).status == 200)
 
         #expect(try setFileSizeLimit(pid: listener.process.pid, "1"))
         var failedIDs: [String] = []
         for index in 0..<3 {
             let id = "during-failure-\(index)"
-            let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: id))
+            let response = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: id))
             #expect(response.status == 503)
             #expect(response.header("Retry-After") != nil)
             failedIDs.append(id)
@@ -72,7 +73,7 @@ import Testing
         #expect(listener.process.logLines.contains { $0.contains("Storing callbacks recovered") })
         var recovered = false
         for attempt in 0..<50 where !recovered {
-            let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "after-\(attempt)"))
+            let response = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "after-\(attempt)"))
             recovered = response.status == 200
             if !recovered { Thread.sleep(forTimeInterval: 0.1) }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 /// The service as systemd and an operator see it, with the real binary:
@@ -32,15 +33,15 @@ import Testing
         // systemd-socket-activate execs the listener on the first connection; the
         // connection waits in the passed socket's backlog meanwhile.
         let client = try TestClient(port: callbackPort, timeoutSeconds: 30)
-        let response = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "activated-1"))
-        #expect(response.status == 200, "\(response.text)")
+        let response = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "activated-1"))
+        #expect(response.status == 200, "\(response.bodyText)")
         try activator.waitForLine(containing: "listening for callbacks")
         #expect(activator.outputLines.contains { $0.contains("listening for callbacks") && $0.contains("address=systemd socket") })
 
         let health = try TestClient(port: adminPort).get("/healthz")
         #expect(health.status == 200)
-        #expect(health.text == "serving\n")
-        #expect(try TestClient(port: adminPort).get("/metrics").text.contains("callbacks_stored_total{service=\"CarrierService\"} 1"))
+        #expect(health.bodyText == "serving\n")
+        #expect(try TestClient(port: adminPort).get("/metrics").bodyText.contains("callbacks_stored_total{service=\"CarrierService\"} 1"))
 
         let exported = try runListenerCommand(["messages", "export", "--database", directory.databasePath])
         #expect(exported.status == 0, "\(exported.stderr)")
@@ -68,7 +69,7 @@ import Testing
         let client = try TestClient(port: port)
         #expect(ready.fields["MAINPID"] == String(listener.pid))
         #expect(ready.fields["STATUS"]?.contains("Serving callbacks") == true)
-        #expect(try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "after-ready")).status == 200)
+        #expect(try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "after-ready")).status == 200)
 
         // WATCHDOG_USEC=1s: checked every 0.5 s; several pings well within 15 s.
         var pings = 0
@@ -133,7 +134,7 @@ import Testing
         let notify = try NotifySocket(path: notifyDirectory.path + "/notify")
         let listener = try ListenerFixture(environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "before-lock")).status == 200)
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-lock")).status == 200)
         var healthyPings = 0
         let healthyWindow = ContinuousClock.now + .seconds(15)
         while healthyPings < 2, let message = notify.receive(until: healthyWindow) {
@@ -146,7 +147,8 @@ import Testing
         let lockedAt = ContinuousClock.now
         // The writer takes the callback and waits on the lock (busy timeout 5 s), then answers 503.
         let client = try TestClient(port: listener.port, timeoutSeconds: 30)
-        try client.send(TestClient.request("POST", "/callbacks/CarrierService", body: callbackBody(requestID: "during-lock")))
+        try client.sendRequest(
+            "POST", "/callbacks/CarrierService", headers: ["Content-Type: application/json"], body: callbackBody(requestID: "during-lock"))
         var pingTimes: [ContinuousClock.Instant] = []
         let answerDeadline = lockedAt + .seconds(30)
         while !client.hasDataToRead && ContinuousClock.now < answerDeadline {
@@ -156,7 +158,7 @@ import Testing
         }
         let answeredAt = ContinuousClock.now
         let answer = try client.readResponse()
-        #expect(answer.status == 503, "\(answer.text)")
+        #expect(answer.status == 503, "\(answer.bodyText)")
         #expect(process.logLines.contains { $0.contains("watchdog: the store writer made no progress") }, "log:\n\(process.logText)")
         // Silence while the writer was stuck: the longest stretch without a ping, all while locked.
         let marks = [lockedAt] + pingTimes + [answeredAt]
@@ -166,7 +168,7 @@ import Testing
         // The writer gave up on that batch: not ready until a commit succeeds.
         let readiness = try TestClient(port: listener.adminPort).get("/readyz")
         #expect(readiness.status == 503)
-        #expect(readiness.text.contains("store not writable"))
+        #expect(readiness.bodyText.contains("store not writable"))
 
         #expect(try lock.release() == 0)
         var resumed = 0
@@ -175,7 +177,7 @@ import Testing
             if message.isWatchdogPing { resumed += 1 }
         }
         #expect(resumed == 2, "pings did not resume; log:\n\(process.logText)")
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "after-lock")).status == 200)
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "after-lock")).status == 200)
         #expect(try TestClient(port: listener.adminPort).get("/readyz").status == 200)
         let stored = try listener.export().compactMap { $0["requestId"] as? String }
         #expect(stored == ["before-lock", "after-lock"])
@@ -188,10 +190,10 @@ import Testing
         let admin = try TestClient(port: listener.adminPort)
         let health = try admin.get("/healthz")
         #expect(health.status == 200)
-        #expect(health.text == "serving\n")
+        #expect(health.bodyText == "serving\n")
         let readiness = try admin.get("/readyz")
         #expect(readiness.status == 200)
-        #expect(readiness.text == "ready\n")
+        #expect(readiness.bodyText == "ready\n")
         #expect(try admin.get("/nothing-here").status == 404)
 
         let before = try admin.get("/metrics")
@@ -201,17 +203,17 @@ import Testing
             "http_responses_total", "callbacks_stored_total", "callbacks_duplicates_total", "callbacks_rejected_total",
             "store_commit_duration_seconds", "store_commit_batch_size", "http_open_connections", "registration_state",
         ] {
-            #expect(before.text.contains("# TYPE \(family) "), "no \(family) in:\n\(before.text)")
+            #expect(before.bodyText.contains("# TYPE \(family) "), "no \(family) in:\n\(before.bodyText)")
         }
 
         let callbacks = try TestClient(port: listener.port)
-        #expect(try callbacks.post("/callbacks/CarrierService", body: callbackBody(requestID: "metrics-1")).status == 200)
-        #expect(try callbacks.post("/callbacks/CarrierService", body: callbackBody(requestID: "metrics-1")).status == 200)
-        #expect(try callbacks.post("/callbacks/CarrierService", body: callbackBody(requestID: "metrics-2", password: "wrong")).status == 403)
+        #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
+        #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
+        #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-2", password: "wrong")).status == 403)
 
-        let after = try admin.get("/metrics").text
+        let after = try admin.get("/metrics").bodyText
         func moved(_ series: String) -> Double? {
-            guard let old = metricValue(before.text, series), let new = metricValue(after, series) else { return nil }
+            guard let old = metricValue(before.bodyText, series), let new = metricValue(after, series) else { return nil }
             return new - old
         }
         #expect(moved(#"callbacks_stored_total{service="CarrierService"}"#) == 2, "\(after)")
@@ -235,7 +237,7 @@ import Testing
         let process = listener.process!
         let pid = process.pid
         #expect(notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" } != nil)
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "hup-1")).status == 200)
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-1")).status == 200)
         #expect(!process.logLines.contains { $0.contains("callback stored") })  // a debug line; the level is info
 
         let rotated = """
@@ -256,11 +258,11 @@ import Testing
         #expect(notify.waitFor(timeout: .seconds(10)) { $0.fields["READY"] == "1" } != nil, "no READY=1 after RELOADING=1")
 
         let client = try TestClient(port: listener.port)
-        let fresh = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "hup-2", password: "rotated-pass"))
-        #expect(fresh.status == 200, "\(fresh.text)")
-        let stale = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "hup-3", password: "listener-pass"))
+        let fresh = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-2", password: "rotated-pass"))
+        #expect(fresh.status == 200, "\(fresh.bodyText)")
+        let stale = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-3", password: "listener-pass"))
         #expect(stale.status == 403)
-        let previous = try client.post("/callbacks/CarrierService", body: callbackBody(requestID: "hup-4", password: "old-pass"))
+        let previous = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-4", password: "old-pass"))
         #expect(previous.status == 403)  // previousPassword was removed too
         try process.waitForLog("callback stored", timeout: .seconds(10))  // debug is live
 
@@ -278,7 +280,7 @@ import Testing
         process.signal(SIGHUP)
         let refused = try process.waitForLog("reload refused")
         #expect(refused.contains("callbacks.password"), "\(refused)")
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "kept")).status == 200)
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "kept")).status == 200)
         #expect(process.process.isRunning)
     }
 
@@ -287,7 +289,7 @@ import Testing
     @Test func underJournaldEveryLineStartsWithASyslogPriority() throws {
         let listener = try ListenerFixture(environment: ["JOURNAL_STREAM": "8:12345"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", body: callbackBody(requestID: "j", password: "wrong")).status == 403)
+        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "j", password: "wrong")).status == 403)
         try process.waitForLog("callback rejected")
         process.signal(SIGTERM)
         #expect(process.waitForExit() == 0)
@@ -309,9 +311,9 @@ import Testing
         let address = try #require(object["address"] as? String)
         let port = try #require(address.split(separator: ":").last.flatMap { Int($0) })
         let rejected = try TestClient(port: port).post(
-            "/callbacks/CarrierService", body: callbackBody(requestID: #"quote\"and\\slash"#, password: "wrong-secret-7"))
+            "/callbacks/CarrierService", json: callbackBody(requestID: #"quote\"and\\slash"#, password: "wrong-secret-7"))
         #expect(rejected.status == 403)
-        let malformed = try TestClient(port: port).post("/callbacks/CarrierService", body: Array(#"{"requestId": "a\"b"#.utf8))
+        let malformed = try TestClient(port: port).post("/callbacks/CarrierService", json: Array(#"{"requestId": "a\"b"#.utf8))
         #expect(malformed.status == 400)
         try listener.waitForLog("callback rejected")
         listener.signal(SIGTERM)
@@ -414,7 +416,7 @@ extension ListenerProcess {
 extension TestClient {
     /// Whether a response (or EOF) is waiting, without blocking.
     var hasDataToRead: Bool {
-        var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&entry, 1, 0) > 0
     }
 }

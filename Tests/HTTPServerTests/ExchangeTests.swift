@@ -6,6 +6,7 @@ import Darwin
 import Dispatch
 import HTTP1
 import HTTPServer
+import TestSupport
 import Testing
 
 /// Requests and responses over real sockets: keep-alive, pipelining, bodies,

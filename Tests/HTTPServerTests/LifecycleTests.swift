@@ -7,6 +7,7 @@ import Dispatch
 import HTTP1
 import HTTPServer
 import Synchronization
+import TestSupport
 import Testing
 
 /// Starting, listening, scale and shutdown.

@@ -6,6 +6,7 @@ import Darwin
 import Dispatch
 import HTTP1
 import HTTPServer
+import TestSupport
 import Testing
 
 /// Each configured limit and timeout, over real sockets with small values.

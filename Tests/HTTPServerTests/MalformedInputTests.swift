@@ -5,6 +5,7 @@ import Darwin
 #endif
 import HTTP1
 import HTTPServer
+import TestSupport
 import Testing
 
 /// Garbage is answered as soon as its first bad byte arrives, over real

@@ -9,14 +9,14 @@ import Testing
 /// A part that records its start and stop in a shared journal.
 private final class RecordingPart: ListenerPart {
     let name: String
-    let journal: Journal
+    let journal: Collector<String>
     let failStart: Bool
     let startDelay: Duration
     /// When given, `start` signals `entered` and then waits for `release`.
     let gate: (entered: StartSignal, release: StartSignal)?
 
     init(
-        _ name: String, journal: Journal, failStart: Bool = false, startDelay: Duration = .zero,
+        _ name: String, journal: Collector<String>, failStart: Bool = false, startDelay: Duration = .zero,
         gate: (entered: StartSignal, release: StartSignal)? = nil
     ) {
         self.name = name
@@ -41,17 +41,11 @@ private final class RecordingPart: ListenerPart {
     func stop() async { journal.append("stop \(name)") }
 }
 
-private final class Journal: Sendable {
-    private let entries = Mutex<[String]>([])
-    func append(_ entry: String) { entries.withLock { $0.append(entry) } }
-    var all: [String] { entries.withLock { $0 } }
-}
-
 @Suite struct ServiceCompositionTests {
     let logger = LogCapture().logger()
 
     @Test func startsInOrderAndStopsInReverse() async throws {
-        let journal = Journal()
+        let journal = Collector<String>()
         // A slow first part: the next ones must still wait for it.
         let parts = [
             RecordingPart("store", journal: journal, startDelay: .milliseconds(100)),
@@ -61,16 +55,16 @@ private final class Journal: Sendable {
         let composition = ServiceComposition(parts: parts, logger: logger)
         async let run: Void = composition.run()
         #expect(await composition.waitUntilStarted())
-        #expect(journal.all == ["start store", "start server", "start registrar"])
+        #expect(journal.values == ["start store", "start server", "start registrar"])
         await composition.shutdown()
         try await run
         #expect(
-            journal.all
+            journal.values
                 == ["start store", "start server", "start registrar", "stop registrar", "stop server", "stop store"])
     }
 
     @Test func aFailedStartStopsWhatStartedAndStartsNothingAfter() async throws {
-        let journal = Journal()
+        let journal = Collector<String>()
         let parts = [
             RecordingPart("store", journal: journal),
             RecordingPart("admin", journal: journal),
@@ -80,12 +74,12 @@ private final class Journal: Sendable {
         ]
         let composition = ServiceComposition(parts: parts, logger: logger)
         await #expect(throws: PartFailedToStart.self) { try await composition.run() }
-        #expect(journal.all == ["start store", "start admin", "start server", "stop admin", "stop store"])
+        #expect(journal.values == ["start store", "start admin", "start server", "stop admin", "stop store"])
         #expect(await composition.waitUntilStarted() == false)
     }
 
     @Test func aShutdownDuringStartUpStopsWhatStarted() async throws {
-        let journal = Journal()
+        let journal = Collector<String>()
         let gate = (entered: StartSignal(), release: StartSignal())
         let parts = [
             RecordingPart("store", journal: journal),
@@ -100,7 +94,7 @@ private final class Journal: Sendable {
         try await run
         // Whether "registrar" started depends on which comes first, the group's
         // shutdown or the release; either way, nothing is left running.
-        let entries = journal.all
+        let entries = journal.values
         #expect(entries.first == "start store" && entries.last == "stop store")
         // Whatever started was stopped, and in reverse.
         let started = entries.filter { $0.hasPrefix("start") }.map { $0.dropFirst(6) }

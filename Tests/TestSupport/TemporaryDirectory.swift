@@ -1,5 +1,5 @@
 // What several test targets share: temporary directories, a blocking HTTP
-// client, polling, and a log handler that keeps what it is given.
+// client, polling, a collector, and a log handler that keeps what it is given.
 import Foundation
 
 /// A fresh temporary directory, removed when the value goes away.

@@ -81,6 +81,11 @@ public final class TestClient {
         }
     }
 
+    /// The same with a timeout in whole seconds.
+    public convenience init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int) throws {
+        try self.init(port: port, host: host, timeout: .seconds(timeoutSeconds))
+    }
+
     deinit { Glibc.close(fd) }
 
     public var localPort: Int {
@@ -198,14 +203,19 @@ public final class TestClient {
 
 
 extension TestClient {
-    /// Sends one request and reads its response.
-    public func exchange(
-        _ method: String, _ target: String, headers: [String] = [], body: [UInt8]? = nil
-    ) throws -> ClientResponse {
+    /// Sends one request without waiting for its response (read it with `readResponse()`).
+    public func sendRequest(_ method: String, _ target: String, headers: [String] = [], body: [UInt8]? = nil) throws {
         var head = "\(method) \(target) HTTP/1.1\r\nHost: localhost\r\n"
         for header in headers { head += header + "\r\n" }
         if let body { head += "Content-Length: \(body.count)\r\n" }
         try send(Array((head + "\r\n").utf8) + (body ?? []))
+    }
+
+    /// Sends one request and reads its response.
+    public func exchange(
+        _ method: String, _ target: String, headers: [String] = [], body: [UInt8]? = nil
+    ) throws -> ClientResponse {
+        try sendRequest(method, target, headers: headers, body: body)
         return try readResponse()
     }
 

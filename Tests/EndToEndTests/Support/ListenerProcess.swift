@@ -112,7 +112,7 @@ final class ListenerProcess: @unchecked Sendable {
             }
             for port in listeningTCPPorts(of: pid) where probed[port] == nil {
                 // A port that does not answer yet is probed again on the next turn.
-                guard let response = try? TestSupport.TestClient(port: port, timeout: .seconds(2)).get("/healthz") else { continue }
+                guard let response = try? TestClient(port: port, timeout: .seconds(2)).get("/healthz") else { continue }
                 probed[port] = answers(response)
                 if probed[port] == true { return port }
             }
@@ -180,16 +180,6 @@ func runListenerCommand(_ arguments: [String], environment: [String: String] = [
     _ = drained.wait(timeout: .now() + 10)
     let (out, err) = collected.withLock { ($0.0, $0.1) }
     return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
-}
-
-/// A fresh temporary directory, removed when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("tsl-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// TCP ports process `pid` listens on: its socket descriptors
