@@ -50,7 +50,7 @@ import Testing
     /// acknowledged; once writes work again, the service recovers by itself.
     @Test func aStoreFailureAnswers503AndRecovers() throws {
         let listener = try ListenerFixture()
-        let client = try TestClient(port: listener.port)
+        let client = try TestClient(port: listener.port, timeoutSeconds: 10)
         #expect(try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "ok-1")).status == 200)
 
         #expect(try setFileSizeLimit(pid: listener.process.pid, "1"))
@@ -64,11 +64,11 @@ import Testing
         }
         #expect(listener.process.logLines.filter { $0.contains("store") && ($0.contains("ERROR") || $0.contains("error")) }.count >= 1)
 
-        #expect(try TestClient(port: listener.adminPort).get("/readyz").status == 503)
+        #expect(try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status == 503)
         #expect(try setFileSizeLimit(pid: listener.process.pid, "unlimited"))
         // With no callback arriving, the writer's idle probe shows the recovery.
         try waitUntil("/readyz to recover without traffic", timeout: .seconds(10)) {
-            (try? TestClient(port: listener.adminPort).get("/readyz").status) == 200
+            (try? TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status) == 200
         }
         #expect(listener.process.logLines.contains { $0.contains("Storing callbacks recovered") })
         var recovered = false

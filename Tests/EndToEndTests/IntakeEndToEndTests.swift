@@ -59,7 +59,7 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
 @Suite(.serialized) struct IntakeEndToEndTests {
     @Test func eachFixtureIsStoredAndExportedWithItsPasswordRedacted() throws {
         let listener = try ListenerFixture()
-        let client = try TestClient(port: listener.port)
+        let client = try TestClient(port: listener.port, timeoutSeconds: 10)
         let fixtures = [
             ("CarrierService", "carrier-service-success.json"), ("CarrierService", "carrier-service-fault.json"),
             ("DeviceUsage", "device-usage-guessed.json"), ("CarrierService", "carrier-service-retry.json"),
@@ -113,24 +113,24 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
 
     @Test func rejectionsHaveTheirStatusAndStoreNothing() throws {
         let listener = try ListenerFixture()
-        let client = try TestClient(port: listener.port)
+        let client = try TestClient(port: listener.port, timeoutSeconds: 10)
         let wrong = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "r-wrong", password: "nope"))
         #expect(wrong.status == 403)
-        let notJSON = try TestClient(port: listener.port).post("/callbacks/CarrierService", json: Array("hello".utf8))
+        let notJSON = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: Array("hello".utf8))
         #expect(notJSON.status == 400)
-        let array = try TestClient(port: listener.port).post("/callbacks/CarrierService", json: Array("[1]".utf8))
+        let array = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: Array("[1]".utf8))
         #expect(array.status == 400)
-        let mediaType = try TestClient(port: listener.port).exchange(
+        let mediaType = try TestClient(port: listener.port, timeoutSeconds: 10).exchange(
             "POST", "/callbacks/CarrierService", headers: ["Content-Type: text/plain"], body: callbackBody(requestID: "r-media"))
         #expect(mediaType.status == 415)
-        let unknown = try TestClient(port: listener.port).post("/callbacks/NoSuchService", json: callbackBody(requestID: "r-404"))
+        let unknown = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/NoSuchService", json: callbackBody(requestID: "r-404"))
         #expect(unknown.status == 404)
-        let getClient = try TestClient(port: listener.port)
+        let getClient = try TestClient(port: listener.port, timeoutSeconds: 10)
         let method = try getClient.get("/callbacks/CarrierService")
         #expect(method.status == 405)
         #expect(method.header("Allow") == "POST")
         // The previous password is still accepted during a rotation.
-        let previous = try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "r-old", password: "old-pass"))
+        let previous = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "r-old", password: "old-pass"))
         #expect(previous.status == 200)
         let rows = try listener.export()
         #expect(rows.map { $0["requestId"] as? String } == ["r-old"])
@@ -143,7 +143,7 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         let port = listener.port
         DispatchQueue.concurrentPerform(iterations: 50) { connection in
             do {
-                let client = try TestClient(port: port)
+                let client = try TestClient(port: port, timeoutSeconds: 10)
                 for index in 0..<40 {
                     let response = try client.post("/callbacks/DeviceUsage", json: callbackBody(requestID: "load-\(connection)-\(index)"))
                     if response.status != 200 { failures.add(1, ordering: .relaxed) }
@@ -170,16 +170,16 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         try json.write(toFile: listener.configPath, atomically: true, encoding: .utf8)
         try listener.start()
 
-        let direct = try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "direct"))
+        let direct = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "direct"))
         #expect(direct.status == 403)
         // A source that may not post learns nothing about paths either.
-        #expect(try TestClient(port: listener.port).post("/callbacks/NoSuchService", json: callbackBody(requestID: "probe")).status == 403)
-        let viaProxy = try TestClient(port: listener.port).post(
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/NoSuchService", json: callbackBody(requestID: "probe")).status == 403)
+        let viaProxy = try TestClient(port: listener.port, timeoutSeconds: 10).post(
             "/callbacks/CarrierService", json: callbackBody(requestID: "via-proxy"),
             headers: ["X-Forwarded-For: 198.51.100.9, 192.0.2.44"])
         #expect(viaProxy.status == 200)
         // Only the rightmost untrusted hop counts: a client cannot smuggle an allowed address in front.
-        let spoofed = try TestClient(port: listener.port).post(
+        let spoofed = try TestClient(port: listener.port, timeoutSeconds: 10).post(
             "/callbacks/CarrierService", json: callbackBody(requestID: "spoofed"),
             headers: ["X-Forwarded-For: 192.0.2.44, 198.51.100.9"])
         #expect(spoofed.status == 403)
@@ -191,7 +191,7 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
 
     @Test func sigtermDrainsAndExitsZero() throws {
         let listener = try ListenerFixture()
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-stop")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-stop")).status == 200)
         listener.process.signal(SIGTERM)
         #expect(listener.process.waitForExit() == 0)
         #expect(listener.process.logLines.contains { $0.contains("stopped") })

@@ -38,10 +38,10 @@ import Testing
         try activator.waitForLine(containing: "listening for callbacks")
         #expect(activator.outputLines.contains { $0.contains("listening for callbacks") && $0.contains("address=systemd socket") })
 
-        let health = try TestClient(port: adminPort).get("/healthz")
+        let health = try TestClient(port: adminPort, timeoutSeconds: 10).get("/healthz")
         #expect(health.status == 200)
         #expect(health.bodyText == "serving\n")
-        #expect(try TestClient(port: adminPort).get("/metrics").bodyText.contains("callbacks_stored_total{service=\"CarrierService\"} 1"))
+        #expect(try TestClient(port: adminPort, timeoutSeconds: 10).get("/metrics").bodyText.contains("callbacks_stored_total{service=\"CarrierService\"} 1"))
 
         let exported = try runListenerCommand(["messages", "export", "--database", directory.databasePath])
         #expect(exported.status == 0, "\(exported.stderr)")
@@ -66,7 +66,7 @@ import Testing
 
         let ready = try #require(notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" }, "no READY=1; log:\n\(listener.logText)")
         // Connect at once: READY=1 promises the port accepts already.
-        let client = try TestClient(port: port)
+        let client = try TestClient(port: port, timeoutSeconds: 10)
         #expect(ready.fields["MAINPID"] == String(listener.pid))
         #expect(ready.fields["STATUS"]?.contains("Serving callbacks") == true)
         #expect(try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "after-ready")).status == 200)
@@ -134,7 +134,7 @@ import Testing
         let notify = try NotifySocket(path: notifyDirectory.path + "/notify")
         let listener = try ListenerFixture(environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-lock")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-lock")).status == 200)
         var healthyPings = 0
         let healthyWindow = ContinuousClock.now + .seconds(15)
         while healthyPings < 2, let message = notify.receive(until: healthyWindow) {
@@ -166,7 +166,7 @@ import Testing
         #expect(longestSilence >= .seconds(2), "pings at \(pingTimes.map { $0 - lockedAt }) after locking; answered at \(answeredAt - lockedAt)")
 
         // The writer gave up on that batch: not ready until a commit succeeds.
-        let readiness = try TestClient(port: listener.adminPort).get("/readyz")
+        let readiness = try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz")
         #expect(readiness.status == 503)
         #expect(readiness.bodyText.contains("store not writable"))
 
@@ -177,8 +177,8 @@ import Testing
             if message.isWatchdogPing { resumed += 1 }
         }
         #expect(resumed == 2, "pings did not resume; log:\n\(process.logText)")
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "after-lock")).status == 200)
-        #expect(try TestClient(port: listener.adminPort).get("/readyz").status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "after-lock")).status == 200)
+        #expect(try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status == 200)
         let stored = try listener.export().compactMap { $0["requestId"] as? String }
         #expect(stored == ["before-lock", "after-lock"])
     }
@@ -187,7 +187,7 @@ import Testing
 
     @Test func healthReadinessAndMetricsAnswerAndTheCountersMove() throws {
         let listener = try ListenerFixture()
-        let admin = try TestClient(port: listener.adminPort)
+        let admin = try TestClient(port: listener.adminPort, timeoutSeconds: 10)
         let health = try admin.get("/healthz")
         #expect(health.status == 200)
         #expect(health.bodyText == "serving\n")
@@ -206,7 +206,7 @@ import Testing
             #expect(before.bodyText.contains("# TYPE \(family) "), "no \(family) in:\n\(before.bodyText)")
         }
 
-        let callbacks = try TestClient(port: listener.port)
+        let callbacks = try TestClient(port: listener.port, timeoutSeconds: 10)
         #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
         #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
         #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-2", password: "wrong")).status == 403)
@@ -237,7 +237,7 @@ import Testing
         let process = listener.process!
         let pid = process.pid
         #expect(notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" } != nil)
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-1")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-1")).status == 200)
         #expect(!process.logLines.contains { $0.contains("callback stored") })  // a debug line; the level is info
 
         let rotated = """
@@ -257,7 +257,7 @@ import Testing
         #expect(reloading?.fields["MONOTONIC_USEC"] != nil)
         #expect(notify.waitFor(timeout: .seconds(10)) { $0.fields["READY"] == "1" } != nil, "no READY=1 after RELOADING=1")
 
-        let client = try TestClient(port: listener.port)
+        let client = try TestClient(port: listener.port, timeoutSeconds: 10)
         let fresh = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-2", password: "rotated-pass"))
         #expect(fresh.status == 200, "\(fresh.bodyText)")
         let stale = try client.post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-3", password: "listener-pass"))
@@ -280,7 +280,7 @@ import Testing
         process.signal(SIGHUP)
         let refused = try process.waitForLog("reload refused")
         #expect(refused.contains("callbacks.password"), "\(refused)")
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "kept")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "kept")).status == 200)
         #expect(process.process.isRunning)
     }
 
@@ -289,7 +289,7 @@ import Testing
     @Test func underJournaldEveryLineStartsWithASyslogPriority() throws {
         let listener = try ListenerFixture(environment: ["JOURNAL_STREAM": "8:12345"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "j", password: "wrong")).status == 403)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "j", password: "wrong")).status == 403)
         try process.waitForLog("callback rejected")
         process.signal(SIGTERM)
         #expect(process.waitForExit() == 0)
@@ -308,12 +308,12 @@ import Testing
         let listener = try ListenerProcess(arguments: ["serve", "--config", directory.configPath])
         let listening = try listener.waitForLog("listening for callbacks")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(listening.utf8)) as? [String: Any])
-        let address = try #require(object["address"] as? String)
-        let port = try #require(address.split(separator: ":").last.flatMap { Int($0) })
-        let rejected = try TestClient(port: port).post(
+        let port = try listener.waitForCallbackPort()
+        #expect(object["listener.address"] as? String == "127.0.0.1:\(port)")
+        let rejected = try TestClient(port: port, timeoutSeconds: 10).post(
             "/callbacks/CarrierService", json: callbackBody(requestID: #"quote\"and\\slash"#, password: "wrong-secret-7"))
         #expect(rejected.status == 403)
-        let malformed = try TestClient(port: port).post("/callbacks/CarrierService", json: Array(#"{"requestId": "a\"b"#.utf8))
+        let malformed = try TestClient(port: port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: Array(#"{"requestId": "a\"b"#.utf8))
         #expect(malformed.status == 400)
         try listener.waitForLog("callback rejected")
         listener.signal(SIGTERM)

@@ -107,7 +107,7 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
     /// does not register never maps.
     @Test func aListenerThatDoesNotRegisterNeverLoadsLibcurl() throws {
         let listener = try ListenerFixture()
-        #expect(try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "no-curl")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "no-curl")).status == 200)
         let mapped = try mappedFiles(of: listener.process.pid)
         #expect(mapped.contains("libsqlite3"))
         #expect(!mapped.contains("libcurl"))
@@ -151,9 +151,9 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let listener = try ListenerFixture(
             port: unreachable.listenerPort, extraConfiguration: unreachable.configuration(baseURL: "http://127.0.0.1:\(closedPort)/api"))
         try listener.process.waitForLog("registration failed; will retry")
-        let stored = try TestClient(port: listener.port).post("/callbacks/CarrierService", json: callbackBody(requestID: "while-unregistered"))
+        let stored = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "while-unregistered"))
         #expect(stored.status == 200)
-        let ready = try TestClient(port: listener.adminPort).get("/readyz")
+        let ready = try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz")
         #expect(ready.status == 503)
         #expect(ready.bodyText.contains("not registered"))
         listener.process.signal(SIGTERM)
@@ -166,7 +166,7 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let listener = try ListenerFixture(
             port: thingspace.listenerPort, extraConfiguration: thingspace.configuration(clientSecret: "wrong-client-secret"))
         try listener.process.waitForLog("registration stopped")
-        #expect(try TestClient(port: listener.port).post("/callbacks/DeviceUsage", json: callbackBody(requestID: "still-stored")).status == 200)
+        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/DeviceUsage", json: callbackBody(requestID: "still-stored")).status == 200)
         Thread.sleep(forTimeInterval: 1.5)  // give a wrong retry loop the chance to show itself
         #expect(thingspace.sandbox.journal.filter { $0.route == .token }.count == 1)
         #expect(thingspace.sandbox.journal.filter { $0.route == .login }.isEmpty)
