@@ -46,9 +46,12 @@ let package = Package(
             dependencies: ["HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The store API: records, errors, the intake/reader/maintenance protocols, an in-memory store.
+        .target(name: "CallbackStore", dependencies: ["Vocabulary"], swiftSettings: strict),
+        // The one-machine backend: SQLite, group commit.
         .target(
-            name: "CallbackStore",
-            dependencies: ["CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            name: "SQLiteStore",
+            dependencies: ["CallbackStore", "CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -66,7 +69,7 @@ let package = Package(
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "HTTP1", "HTTPServer", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -79,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "ListenerApp", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -96,8 +99,14 @@ let package = Package(
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "CallbackStoreTests",
-            dependencies: ["CallbackStore", "CSQLite", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            name: "SQLiteStoreTests",
+            dependencies: ["SQLiteStore", "CallbackStore", "CSQLite", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The same tests for every backend: what the store API promises.
+        .testTarget(
+            name: "CallbackStoreContractTests",
+            dependencies: ["CallbackStore", "SQLiteStore", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,4 +1,5 @@
-/// Why the callback store could not do what was asked. Messages never contain callback bodies.
+/// Why a callback store could not do what was asked, whatever the backend.
+/// Messages never contain callback bodies.
 public enum CallbackStoreError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The database file could not be opened or created.
     case openFailed(path: String, message: String)
@@ -20,8 +21,8 @@ public enum CallbackStoreError: Error, Sendable, Hashable, CustomStringConvertib
     case corrupt(message: String)
     /// The store or the writer was closed.
     case closed
-    /// Any other SQLite failure.
-    case sqlite(code: Int32, message: String)
+    /// Any other failure of the backend, in its own words.
+    case backend(message: String)
 
     public var description: String {
         switch self {
@@ -45,16 +46,8 @@ public enum CallbackStoreError: Error, Sendable, Hashable, CustomStringConvertib
             "the callback database is damaged (\(message)); restore it from a backup or move it aside"
         case .closed:
             "the callback store is closed"
-        case .sqlite(let code, let message):
-            "SQLite error \(code) on the callback database: \(message)"
-        }
-    }
-
-    /// Whether the connection may be broken, so it should be reopened before the next attempt.
-    var requiresReopen: Bool {
-        switch self {
-        case .ioError, .readOnly, .corrupt, .openFailed: true
-        default: false
+        case .backend(let message):
+            "the callback store failed: \(message)"
         }
     }
 }

@@ -74,7 +74,7 @@ public final class ListenerService: Sendable {
             let isRegistered: (@Sendable () -> Bool)? = registrar.isEnabled ? { @Sendable in registrar.isRegistered } : nil
             let probes = AdminHandler.Probes(
                 isServing: { callbackServer.isServing },
-                isStoreWritable: { !(store.writer.current?.isFailing ?? true) },
+                isStoreWritable: { !(store.opened.current?.intake.isFailing ?? true) },
                 isRegistered: isRegistered
             )
             adminServer = AdminServerPart(
@@ -84,7 +84,7 @@ public final class ListenerService: Sendable {
         }
 
         var parts: [any ListenerPart] = [store]
-        if let retention = RetentionPart(configuration: configuration.storage, logger: logger) { parts.append(retention) }
+        if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))

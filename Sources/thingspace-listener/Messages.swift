@@ -3,6 +3,7 @@ import CallbackStore
 import Foundation
 import JSON
 import ListenerApp
+import SQLiteStore
 import Vocabulary
 
 struct Messages: AsyncParsableCommand {
@@ -18,7 +19,8 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("SQLite database to read (overrides storage.path).", valueName: "path"))
     var database: String?
 
-    func openStore() async throws -> SQLiteCallbackStore {
+    /// The reader for the configured backend (SQLite: a read-only connection beside the service).
+    func openStore() async throws -> any CallbackReader {
         let path: String
         if let database { path = database } else { path = try await loadConfiguration(config.resolvedPath).storage.path }
         guard FileManager.default.fileExists(atPath: path) else {

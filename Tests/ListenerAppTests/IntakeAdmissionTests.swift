@@ -7,17 +7,14 @@ import Testing
 @testable import ListenerApp
 
 /// The intake handler's checks, in order, and the answer each gives: called
-/// in process on requests built here, with a real store behind the writer.
+/// in process on requests built here, with the in-memory store behind it.
 @Suite struct IntakeAdmissionTests {
     let directory: TemporaryDirectory
     let handler: CallbackHandler
-    let writer: GroupCommitWriter
+    let writer = InMemoryCallbackStore()
 
     init() throws {
         directory = try TemporaryDirectory()
-        writer = GroupCommitWriter(
-            store: try SQLiteCallbackStore(path: directory.file("intake.sqlite")), capacity: 16,
-            logger: LogCapture().logger())
         var callbacks = ListenerConfiguration.Callbacks()
         callbacks.username = "listener-user"
         callbacks.password = Secret("listener-pass")

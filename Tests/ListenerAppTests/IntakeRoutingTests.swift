@@ -26,18 +26,16 @@ private func post(_ target: String, method: String = "POST", body: String = #"{"
         "\(method) \(target) HTTP/1.1\r\nHost: listener.example.com\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
 }
 
-/// A callback handler over a real store in a temporary directory.
+/// A callback handler over the in-memory store.
 final class IntakeFixture {
     let directory: TemporaryDirectory
     let handler: CallbackHandler
     let policy: IntakePolicy
-    private let writer: GroupCommitWriter
+    private let writer = InMemoryCallbackStore()
 
     init(allowedSources: [CIDR] = []) throws {
         directory = try TemporaryDirectory()
-        let store = try SQLiteCallbackStore(path: directory.path + "/callbacks.sqlite")
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-        writer = GroupCommitWriter(store: store, logger: logger)
         var callbacks = ListenerConfiguration.Callbacks()
         callbacks.allowedSources = allowedSources
         policy = IntakePolicy(callbacks)

@@ -16,12 +16,12 @@ import Vocabulary
 public final class CallbackHandler: HTTPRequestHandler {
     private let pathPrefix: String
     private let policy: Mutex<IntakePolicy>
-    private let writer: GroupCommitWriter
+    private let writer: any CallbackIntake
     private let metrics: ListenerMetrics
     private let logger: Logger
 
     public init(
-        pathPrefix: String, policy: IntakePolicy, writer: GroupCommitWriter, metrics: ListenerMetrics, logger: Logger
+        pathPrefix: String, policy: IntakePolicy, writer: any CallbackIntake, metrics: ListenerMetrics, logger: Logger
     ) {
         self.pathPrefix = pathPrefix
         self.policy = Mutex(policy)

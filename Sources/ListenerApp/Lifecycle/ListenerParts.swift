@@ -3,6 +3,7 @@
 // server needs the store's writer) is given it and reads it once it is up:
 // the order guarantees it is.
 import CallbackStore
+import SQLiteStore
 import Dispatch
 import Foundation
 import HTTPServer
@@ -22,12 +23,19 @@ final class StartedValue<Value: Sendable>: Sendable {
 }
 
 /// Opens the store and runs its group-commit writer; nothing is acknowledged without it.
+/// What a backend gives the service once open: the one writer, which takes
+/// callbacks and does maintenance. (Issue: a second backend plugs in here.)
+struct OpenedStore: Sendable {
+    let intake: any CallbackIntake
+    let maintenance: any CallbackMaintenance
+}
+
 final class StorePart: ListenerPart {
     let name = "store"
     private let configuration: ListenerConfiguration.Storage
     private let metrics: ListenerMetrics
     private let logger: Logger
-    let writer = StartedValue<GroupCommitWriter>()
+    let opened = StartedValue<OpenedStore>()
 
     init(configuration: ListenerConfiguration.Storage, metrics: ListenerMetrics, logger: Logger) {
         self.configuration = configuration
@@ -42,18 +50,17 @@ final class StorePart: ListenerPart {
         } catch {
             throw .storeUnavailable("\(configuration.path): \(error)")
         }
-        writer.set(
-            GroupCommitWriter(
-                store: store, capacity: configuration.queueCapacity, logger: logger,
-                observer: { [metrics] event in
-                    if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
-                }
-            )
+        let writer = GroupCommitWriter(
+            store: store, capacity: configuration.queueCapacity, logger: logger,
+            observer: { [metrics] event in
+                if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
+            }
         )
+        opened.set(OpenedStore(intake: writer, maintenance: writer))
     }
 
     func stop() {
-        writer.current?.close()
+        opened.current?.intake.close()
     }
 }
 
@@ -61,18 +68,21 @@ final class StorePart: ListenerPart {
 final class RetentionPart: ListenerPart {
     let name = "retention"
     private let configuration: ListenerConfiguration.Storage
+    private let store: StorePart
     private let logger: Logger
     // Dispatch sources are made in `start`: releasing one never resumed traps.
     private let sweeper = StartedValue<RetentionSweeper>()
 
-    init?(configuration: ListenerConfiguration.Storage, logger: Logger) {
+    init?(configuration: ListenerConfiguration.Storage, store: StorePart, logger: Logger) {
         guard configuration.retentionDays > 0 else { return nil }
         self.configuration = configuration
+        self.store = store
         self.logger = logger
     }
 
     func start() {
-        sweeper.set(RetentionSweeper(configuration: configuration, logger: logger))
+        let maintenance = store.opened.required(by: name).maintenance
+        sweeper.set(RetentionSweeper(configuration: configuration, maintenance: maintenance, logger: logger))
         sweeper.current?.start()
     }
 
@@ -110,7 +120,7 @@ final class CallbackServerPart: ListenerPart {
     func start() throws(ListenerError) {
         let handler = CallbackHandler(
             pathPrefix: configuration.http.pathPrefix, policy: IntakePolicy(configuration.callbacks),
-            writer: store.writer.required(by: name), metrics: metrics, logger: logger
+            writer: store.opened.required(by: name).intake, metrics: metrics, logger: logger
         )
         self.handler.set(handler)
         let server = HTTPServer(configuration: configuration.serverConfiguration, handler: handler, logger: logger)
@@ -194,7 +204,7 @@ final class WatchdogPart: ListenerPart {
     private let watchdog = StartedValue<Watchdog>()
 
     init(notifier: SystemdNotifier, environment: [String: String], server: CallbackServerPart, store: StorePart, logger: Logger) {
-        make = { Watchdog(notifier: notifier, environment: environment, server: server.server.required(by: "watchdog"), writer: store.writer.required(by: "watchdog"), logger: logger) }
+        make = { Watchdog(notifier: notifier, environment: environment, server: server.server.required(by: "watchdog"), writer: store.opened.required(by: "watchdog").intake, logger: logger) }
     }
 
     func start() {

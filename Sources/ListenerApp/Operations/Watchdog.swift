@@ -29,7 +29,7 @@ final class Watchdog: @unchecked Sendable {
     /// older than this means a loop is stuck, not merely quiet.
     private var staleAfter: Duration { max(interval / 2, .milliseconds(1500)) }
 
-    init?(notifier: SystemdNotifier, environment: [String: String], server: HTTPServer, writer: GroupCommitWriter, logger: Logger) {
+    init?(notifier: SystemdNotifier, environment: [String: String], server: HTTPServer, writer: any CallbackIntake, logger: Logger) {
         guard notifier.isActive, let interval = SystemdNotifier.watchdogInterval(environment: environment) else { return nil }
         self.notifier = notifier
         self.interval = interval

@@ -1,4 +1,5 @@
 import CSQLite
+import CallbackStore
 
 #if canImport(Glibc)
 import Glibc
@@ -232,7 +233,7 @@ final class SQLiteConnection {
         case SQLITE_BUSY, SQLITE_LOCKED: return .busy(message: message)
         case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt(message: message)
         case SQLITE_CANTOPEN: return .openFailed(path: path, message: message)
-        default: return .sqlite(code: code, message: message)
+        default: return .backend(message: "SQLite error \(code): \(message)")
         }
     }
 }
@@ -331,5 +332,15 @@ struct SQLiteStatement {
     private func check(_ code: Int32) throws(CallbackStoreError) {
         guard code != SQLITE_OK else { return }
         throw SQLiteConnection.error(code: code, database: sqlite3_db_handle(handle), path: path)
+    }
+}
+
+extension CallbackStoreError {
+    /// Whether the connection may be broken, so it should be reopened before the next attempt.
+    var requiresReopen: Bool {
+        switch self {
+        case .ioError, .readOnly, .corrupt, .openFailed: true
+        default: false
+        }
     }
 }

@@ -1,3 +1,4 @@
+import CallbackStore
 import Foundation
 import Logging
 import Synchronization
@@ -28,9 +29,7 @@ import Darwin
 /// A failed fsync also fails every batch committed after it, whatever their own fsync says, until
 /// the store has recovered (`SQLiteCallbackStore.recoverFromFailedSync`). A failed batch may
 /// still be in the database: it was answered 503, and its retry is stored as a repeat of it.
-public final class GroupCommitWriter: Sendable {
-    public typealias Completion = @Sendable (Result<CommitReceipt, CallbackStoreError>) -> Void
-
+public final class GroupCommitWriter: CallbackIntake, CallbackMaintenance {
     /// Reported to the observer after each batch's completions were called: a commit failure on the
     /// writer thread, the rest on the sync thread.
     public enum Event: Sendable, Hashable {
@@ -39,13 +38,6 @@ public final class GroupCommitWriter: Sendable {
     }
 
     public typealias Observer = @Sendable (Event) -> Void
-
-    public struct Statistics: Sendable, Hashable {
-        public var committedBatches: UInt64
-        public var committedCallbacks: UInt64
-        public var failedBatches: UInt64
-        public var failedCallbacks: UInt64
-    }
 
     /// How often an idle writer wakes up to advance `progressHeartbeat`.
     static let idleTick: TimeInterval = 0.5
@@ -118,6 +110,20 @@ public final class GroupCommitWriter: Sendable {
         mailbox.submit(WriterQueue.Submission(callback: callback, completion: completion))
     }
 
+    /// Runs on the writer thread, between batches: the one writer makes every write, retention's too.
+    public func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Int, CallbackStoreError>, Never>) in
+            let queued = mailbox.perform { store, recover in
+                done.resume(returning: Result { () throws(CallbackStoreError) -> Int in
+                    try recover()
+                    return try store.purge(olderThan: cutoff)
+                })
+            }
+            if !queued { done.resume(returning: .failure(.closed)) }
+        }
+        return try result.get()
+    }
+
     /// Commits what is queued, stops the writer thread and closes the store. Idempotent.
     /// Called from a completion or the observer it only asks the writer to stop, without waiting.
     public func close() {
@@ -139,8 +145,8 @@ public final class GroupCommitWriter: Sendable {
         mailbox.isFailing.load(ordering: .relaxed)
     }
 
-    public var statistics: Statistics {
-        Statistics(
+    public var statistics: IntakeStatistics {
+        IntakeStatistics(
             committedBatches: mailbox.committedBatches.load(ordering: .relaxed),
             committedCallbacks: mailbox.committedCallbacks.load(ordering: .relaxed),
             failedBatches: mailbox.failedBatches.load(ordering: .relaxed),
@@ -151,8 +157,19 @@ public final class GroupCommitWriter: Sendable {
 
 /// What the submitting threads and the writer thread share.
 final class WriterMailbox: @unchecked Sendable {
+    /// Work other than a batch, run by the writer thread with the store and its failed-sync recovery.
+    typealias Job = @Sendable (SQLiteCallbackStore, _ recover: () throws(CallbackStoreError) -> Void) -> Void
+
+    enum Work {
+        case batch([WriterQueue.Submission])
+        /// Idle while the store is failing: a cue to probe it, so recovery shows without traffic.
+        case probe
+        case job(Job)
+    }
+
     private let condition = NSCondition()
     private var queue: WriterQueue  // guarded by condition
+    private var jobs: [Job] = []  // guarded by condition
     private var ownThreads: [pthread_t] = []  // the writer's and the sync thread; guarded by condition
 
     let heartbeat = Atomic<UInt64>(0)
@@ -180,20 +197,30 @@ final class WriterMailbox: @unchecked Sendable {
         return queue.pending.count
     }
 
-    /// On the writer thread: blocks until there is work; nil when the writer
-    /// must stop. While the store is failing, an idle tick returns an empty
-    /// batch: a cue to probe the store, so recovery shows without traffic.
-    func nextBatch() -> [WriterQueue.Submission]? {
+    /// Queues `job` for the writer thread; false once the writer is stopping.
+    func perform(_ job: @escaping Job) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard queue.phase == .running else { return false }
+        jobs.append(job)
+        condition.signal()
+        return true
+    }
+
+    /// On the writer thread: blocks until there is work; nil when the writer must stop. A job runs
+    /// before the next batch; jobs queued when the writer stops still run (they are answered).
+    func nextWork() -> Work? {
         condition.lock()
         defer { condition.unlock() }
         while true {
             heartbeat.add(1, ordering: .relaxed)
+            if !jobs.isEmpty { return .job(jobs.removeFirst()) }
             switch queue.next() {
-            case .commit(let batch): return batch
+            case .commit(let batch): return .batch(batch)
             case .stop: return nil
             case .wait:
                 let woken = condition.wait(until: Date(timeIntervalSinceNow: GroupCommitWriter.idleTick))
-                if !woken && isFailing.load(ordering: .relaxed) { return [] }
+                if !woken && isFailing.load(ordering: .relaxed) { return .probe }
             }
         }
     }
@@ -242,12 +269,15 @@ private struct WriterLoop {
         // it to the first batch.
         try? store.recoverFromFailedSync()
         var sequence: UInt64 = 0
-        while let batch = mailbox.nextBatch() {
-            if batch.isEmpty {
+        while let work = mailbox.nextWork() {
+            switch work {
+            case .probe:
                 probe()
-            } else {
+            case .batch(let batch):
                 sequence += 1
                 commit(batch, sequence: sequence)
+            case .job(let job):
+                job(store) { () throws(CallbackStoreError) in try recoverFromFailedSync() }
             }
         }
         syncStage.finish()

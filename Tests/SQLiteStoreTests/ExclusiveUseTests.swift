@@ -1,7 +1,8 @@
 import Dispatch
 import Foundation
 import Testing
-@testable import CallbackStore
+import CallbackStore
+@testable import SQLiteStore
 
 /// A connection used from two threads at once stops the process (an exit
 /// test: it runs in a child process), instead of sharing a statement cache.

@@ -1,3 +1,4 @@
+import CallbackStore
 import Foundation
 import Logging
 import Vocabulary
@@ -8,11 +9,10 @@ import Vocabulary
 /// owns one (through `GroupCommitWriter`); the CLI opens its own, usually `readOnly`, and reads
 /// while the service writes. After an I/O, read-only or corruption error the connection is
 /// closed and reopened on the next call, so a store recovers when the disk does.
-public final class SQLiteCallbackStore: @unchecked Sendable {
+public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     /// How long a call waits for another connection's lock before failing with `.busy`.
     public static let busyTimeoutMilliseconds: Int32 = 5_000
-    /// Rows per read transaction in `export` and per write transaction in `purge`.
-    static let exportPageSize = 256
+    /// Rows per write transaction in `purge`.
     static let purgeChunkSize = 1_000
 
     public let path: String
@@ -308,30 +308,25 @@ public final class SQLiteCallbackStore: @unchecked Sendable {
         }
     }
 
-    /// Calls `row` for every callback stored when the export starts, in id order, in constant memory:
-    /// pages of `exportPageSize` rows, each in its own short read transaction so the service's WAL can
-    /// still be checkpointed during a long export. Rethrows what `row` throws.
-    /// `row` must not call `export` on this store.
-    public func export(includeDuplicates: Bool, _ row: (StoredCallback) throws -> Void) throws {
-        let connection = try openConnection()
-        guard let lastID = try connection.scalarInt64("SELECT max(id) FROM callbacks") else { return }
-        var afterID: Int64 = 0
-        let sql = SQL.exportPage(includeDuplicates: includeDuplicates)
-        while true {
-            let rows = try connection.withStatementUntyped(sql) { statement in
-                try statement.bind(1, afterID)
-                try statement.bind(2, lastID)
-                try statement.bind(3, Self.exportPageSize)
-                var count = 0
-                while try statement.step() {
-                    let callback = try read(statement)
-                    afterID = callback.id
-                    count += 1
-                    try row(callback)
-                }
-                return count
+    /// Callbacks with an id above `id`, in id order: the cursor `export` and consumers page with.
+    /// Each page is one short read, so the service's WAL can be checkpointed during a long export.
+    public func callbacks(after id: Int64, limit: Int, includeDuplicates: Bool) throws(CallbackStoreError) -> [StoredCallback] {
+        guard limit > 0 else { return [] }
+        return try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement(SQL.exportPage(includeDuplicates: includeDuplicates)) { statement throws(CallbackStoreError) in
+                try statement.bind(1, id)
+                try statement.bind(2, Int64.max)
+                try statement.bind(3, limit)
+                var rows: [StoredCallback] = []
+                while try statement.step() { rows.append(try read(statement)) }
+                return rows
             }
-            if rows < Self.exportPageSize { return }
+        }
+    }
+
+    public func lastID() throws(CallbackStoreError) -> Int64 {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.scalarInt64("SELECT max(id) FROM callbacks") ?? 0
         }
     }
 

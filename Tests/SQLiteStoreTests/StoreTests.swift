@@ -2,7 +2,8 @@ import Foundation
 import TestSupport
 import Testing
 
-@testable import CallbackStore
+import CallbackStore
+@testable import SQLiteStore
 import Vocabulary
 
 @Suite("SQLiteCallbackStore")

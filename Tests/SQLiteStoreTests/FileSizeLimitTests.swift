@@ -1,4 +1,5 @@
 import CallbackStore
+import SQLiteStore
 import Foundation
 import Logging
 import TestSupport

@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 import TestSupport
 
-@testable import CallbackStore
+import CallbackStore
+@testable import SQLiteStore
 import Vocabulary
 
 extension TemporaryDirectory {

@@ -1,3 +1,4 @@
+import CallbackStore
 import Foundation
 import JSON
 import Vocabulary

@@ -3,6 +3,7 @@
 // and a second thread entering while one is inside traps at once, naming
 // the connection, instead of corrupting the statement cache.
 #if canImport(Glibc)
+import CallbackStore
 import Glibc
 #endif
 import Synchronization

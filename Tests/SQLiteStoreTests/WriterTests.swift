@@ -6,7 +6,8 @@ import Synchronization
 import TestSupport
 import Testing
 
-@testable import CallbackStore
+import CallbackStore
+@testable import SQLiteStore
 
 @Suite("GroupCommitWriter")
 struct WriterTests {

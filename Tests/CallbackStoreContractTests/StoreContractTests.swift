@@ -1,0 +1,216 @@
+import CallbackStore
+import Foundation
+import Logging
+import SQLiteStore
+import Synchronization
+import TestSupport
+import Testing
+import Vocabulary
+
+/// Every backend, through the store API only.
+enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case memory, sqlite
+    var testDescription: String { rawValue }
+}
+
+/// A store opened for one test: the intake, a reader beside it, and maintenance.
+final class StoreUnderTest: Sendable {
+    let intake: any CallbackIntake
+    let reader: any CallbackReader
+    let maintenance: any CallbackMaintenance
+    private let directory: TemporaryDirectory
+
+    init(_ backend: Backend) throws {
+        directory = try TemporaryDirectory()
+        switch backend {
+        case .memory:
+            let store = InMemoryCallbackStore()
+            (intake, reader, maintenance) = (store, store, store)
+        case .sqlite:
+            let path = directory.file("contract.sqlite")
+            let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: path), logger: LogCapture().logger())
+            // The reader is another connection, read-only, as the CLI opens it.
+            (intake, reader, maintenance) = (writer, try SQLiteCallbackStore(path: path, readOnly: true), writer)
+        }
+    }
+
+    deinit { intake.close() }
+
+    /// Submits in order and waits for every receipt.
+    func store(_ callbacks: [NewCallback]) async throws -> [CommitReceipt] {
+        var receipts: [CommitReceipt] = []
+        for callback in callbacks {
+            let result = await withCheckedContinuation { (done: CheckedContinuation<Result<CommitReceipt, CallbackStoreError>, Never>) in
+                if !intake.submit(callback, completion: { done.resume(returning: $0) }) { done.resume(returning: .failure(.closed)) }
+            }
+            receipts.append(try result.get())
+        }
+        return receipts
+    }
+}
+
+func callback(
+    _ service: String = "CarrierService", requestID: String? = "r-1", key: String = UUID().uuidString,
+    devices: [String] = ["89148000000800000001"], status: String? = "Success", at receivedAt: Int64 = 1_764_633_600_000
+) -> NewCallback {
+    NewCallback(
+        receivedAt: receivedAt, service: service, requestID: requestID,
+        deviceIDs: devices.map { DeviceID(id: $0, kind: "iccid") }, status: status, callbackCount: 1,
+        remoteAddress: "192.0.2.10", dedupKey: key,
+        body: Array(#"{"requestId":"\#(requestID ?? "")","status":"\#(status ?? "")","password":"<redacted>"}"#.utf8))
+}
+
+@Suite struct StoreContractTests {
+    @Test(arguments: Backend.allCases)
+    func storesAndReadsBackWhatWasSubmitted(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        #expect(try store.reader.lastID() == 0)
+        let submitted = [callback(requestID: "a"), callback("DeviceUsage", requestID: nil, status: nil), callback(requestID: "c")]
+        let receipts = try await store.store(submitted)
+        #expect(receipts.map(\.id) == receipts.map(\.id).sorted() && Set(receipts.map(\.id)).count == 3)
+        #expect(receipts.allSatisfy { $0.duplicateOf == nil })
+        for (receipt, sent) in zip(receipts, submitted) {
+            let stored = try #require(try store.reader.callback(id: receipt.id))
+            #expect(stored.callback == sent)
+            #expect(stored.duplicateOf == nil)
+        }
+        #expect(try store.reader.callback(id: receipts.last!.id + 1) == nil)
+        #expect(try store.reader.lastID() == receipts.last!.id)
+        #expect(store.intake.statistics.committedCallbacks == 3)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func idsAreUniqueAndGrowUnderConcurrentSubmits(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let ids = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for task in 0..<8 {
+                group.addTask { try await store.store((0..<25).map { _ in callback(requestID: "t\(task)") }).map(\.id) }
+            }
+            return try await group.reduce(into: [Int64]()) { $0 += $1 }
+        }
+        #expect(Set(ids).count == 200)
+        #expect(try store.reader.lastID() == ids.max())
+        // One submitter's ids grow in its submission order.
+        let own = try await store.store((0..<5).map { _ in callback() }).map(\.id)
+        #expect(own == own.sorted() && own.first! > ids.max()!)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func repeatsAreLinkedToTheFirstDelivery(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let receipts = try await store.store([
+            callback(key: "same"), callback(key: "other"), callback(key: "same"), callback(key: "same"),
+        ])
+        #expect(receipts.map(\.duplicateOf) == [nil, nil, receipts[0].id, receipts[0].id])
+        #expect(try store.reader.callback(id: receipts[3].id)?.duplicateOf == receipts[0].id)
+        let firsts = try store.reader.query(CallbackFilter(limit: 10))
+        #expect(firsts.map(\.id) == [receipts[1].id, receipts[0].id])
+        #expect(try store.reader.query(CallbackFilter(limit: 10, includeDuplicates: true)).count == 4)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func queriesFilterAndListNewestFirst(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let day: Int64 = 86_400_000
+        let r = try await store.store([
+            callback("CarrierService", requestID: "x", devices: ["d1"], at: 1_000 * day),
+            callback("DeviceUsage", requestID: "y", devices: ["d2", "d1"], at: 1_001 * day),
+            callback("CarrierService", requestID: "y", devices: ["d3"], at: 1_002 * day),
+        ])
+        func ids(_ filter: CallbackFilter) throws -> [Int64] { try store.reader.query(filter).map(\.id) }
+        #expect(try ids(CallbackFilter()) == [r[2].id, r[1].id, r[0].id])
+        #expect(try ids(CallbackFilter(service: "CarrierService")) == [r[2].id, r[0].id])
+        #expect(try ids(CallbackFilter(requestID: "y")) == [r[2].id, r[1].id])
+        #expect(try ids(CallbackFilter(deviceID: "d1")) == [r[1].id, r[0].id])
+        #expect(try ids(CallbackFilter(since: 1_001 * day)) == [r[2].id, r[1].id])
+        #expect(try ids(CallbackFilter(service: "CarrierService", requestID: "y")) == [r[2].id])
+        #expect(try ids(CallbackFilter(limit: 1)) == [r[2].id])
+        #expect(try ids(CallbackFilter(limit: 0)) == [])
+        #expect(try ids(CallbackFilter(requestID: "none")) == [])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func theCursorPagesInIDOrderAndExportSeesWhatWasStoredAtItsStart(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let r = try await store.store([callback(key: "k"), callback(), callback(key: "k"), callback(), callback()])
+        let all = r.map(\.id)
+        #expect(try store.reader.callbacks(after: 0, limit: 2, includeDuplicates: true).map(\.id) == Array(all[0..<2]))
+        #expect(try store.reader.callbacks(after: all[1], limit: 10, includeDuplicates: true).map(\.id) == Array(all[2...]))
+        #expect(try store.reader.callbacks(after: 0, limit: 10, includeDuplicates: false).map(\.id) == [all[0], all[1], all[3], all[4]])
+        #expect(try store.reader.callbacks(after: all[4], limit: 10, includeDuplicates: true).isEmpty)
+
+        var exported: [Int64] = []
+        var storedDuring: [Int64] = []
+        try store.reader.export(includeDuplicates: true, pageSize: 2) { row in
+            exported.append(row.id)
+            if exported.count == 1 {
+                // Stored while the export runs: not part of it.
+                let semaphore = DispatchSemaphore(value: 0)
+                let ids = Mutex<[Int64]>([])
+                _ = store.intake.submit(callback()) { result in
+                    if case .success(let receipt) = result { ids.withLock { $0.append(receipt.id) } }
+                    semaphore.signal()
+                }
+                _ = semaphore.wait(timeout: .now() + 10)
+                storedDuring = ids.withLock { $0 }
+            }
+        }
+        #expect(exported == all)
+        #expect(storedDuring.count == 1 && storedDuring[0] > all.last!)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func statsCountByServiceStatusAndDay(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let day: Int64 = 86_400_000
+        _ = try await store.store([
+            callback("CarrierService", key: "a", status: "Success", at: 20_000 * day),
+            callback("CarrierService", key: "a", status: "Success", at: 20_000 * day + 5),
+            callback("DeviceUsage", status: nil, at: 20_001 * day),
+        ])
+        let stats = try store.reader.stats()
+        #expect(stats.total == 3 && stats.duplicates == 1)
+        #expect(stats.byService == [.init(key: "CarrierService", count: 2, duplicates: 1), .init(key: "DeviceUsage", count: 1, duplicates: 0)])
+        #expect(stats.byStatus == [.init(key: nil, count: 1, duplicates: 0), .init(key: "Success", count: 2, duplicates: 1)])
+        #expect(stats.byDay.map(\.key) == ["2024-10-04", "2024-10-05"])
+        #expect(stats.byDay.map(\.count) == [2, 1])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func purgeDeletesOldCallbacksAndRelinksKeptRepeats(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let r = try await store.store([
+            callback(key: "k", at: 1_000), callback(at: 1_500), callback(key: "k", at: 3_000), callback(key: "k", at: 4_000),
+        ])
+        #expect(try await store.maintenance.purge(olderThan: 2_000) == 2)
+        #expect(try store.reader.callback(id: r[0].id) == nil)
+        #expect(try store.reader.callback(id: r[2].id)?.duplicateOf == nil)  // now the first of its key
+        #expect(try store.reader.callback(id: r[3].id)?.duplicateOf == r[2].id)
+        #expect(try await store.maintenance.purge(olderThan: 2_000) == 0)
+        // A new repeat links to the kept first.
+        let next = try await store.store([callback(key: "k", at: 5_000)])
+        #expect(next[0].duplicateOf == r[2].id)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func waitingForNewCallbacksWakesOnAStoreAndTimesOut(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        #expect(try await store.reader.waitForCallbacks(after: 0, timeout: .milliseconds(100)) == false)
+        let first = try await store.store([callback()])[0].id
+        #expect(try await store.reader.waitForCallbacks(after: 0, timeout: .seconds(1)))
+        async let woken = store.reader.waitForCallbacks(after: first, timeout: .seconds(20))
+        try await Task.sleep(for: .milliseconds(100))
+        _ = try await store.store([callback()])
+        #expect(try await woken)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aClosedIntakeRefuses(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        _ = try await store.store([callback()])
+        store.intake.close()
+        store.intake.close()  // idempotent
+        #expect(!store.intake.submit(callback()) { _ in Issue.record("completion of a refused submit") })
+        #expect(try store.reader.lastID() == 1)
+    }
+}
