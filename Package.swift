@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Module layout and dependency direction: see README.md ("Architecture").
-// HTTP1 depends on nothing; HTTPServer on HTTP1; CallbackStore and ThingSpace
-// stand alone; ListenerApp wires everything; the executable only parses
-// arguments.
+// HTTP1 depends on nothing; HTTPServer on HTTP1; CallbackStore stands alone;
+// ThingSpace on HTTPClient (libcurl); ListenerApp wires everything; the
+// executable only parses arguments.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
@@ -41,16 +41,18 @@ let package = Package(
             dependencies: ["CSQLite", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The libcurl client every outbound caller shares, and the retry policy.
+        .target(name: "HTTPClient", dependencies: ["CCurl"], swiftSettings: strict),
         .target(
             name: "ThingSpace",
-            dependencies: ["CCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTPClient", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // A local simulator of ThingSpace (token, session, callbacks API and
         // callback delivery) for `make run`, the `sandbox` command and tests.
         .target(
             name: "ThingSpaceSandbox",
-            dependencies: ["HTTP1", "HTTPServer", "ThingSpace", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTP1", "HTTPServer", "HTTPClient", "ThingSpace", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -67,7 +69,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                "ListenerApp", "CallbackStore", "HTTPClient", "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -90,7 +92,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ThingSpaceTests",
-            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPClient", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -107,5 +109,7 @@ let package = Package(
             dependencies: ["ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Against real loopback servers (HTTPServer): concurrency, reuse, errors; the retry policy.
+        .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTP1"], swiftSettings: strict),
     ]
 )

@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Testing
-import ThingSpace
+import HTTPClient
 
 /// A TCP socket bound to 127.0.0.1 on an ephemeral port that never answers:
 /// listening (connections complete, no reply) or not (connections refused).
