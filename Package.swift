@@ -110,6 +110,10 @@ let package = Package(
             swiftSettings: strict
         ),
         // Against real loopback servers (HTTPServer): concurrency, reuse, errors; the retry policy.
-        .testTarget(name: "HTTPClientTests", dependencies: ["HTTPClient", "HTTPServer", "HTTP1"], swiftSettings: strict),
+        .testTarget(
+            name: "HTTPClientTests",
+            dependencies: ["HTTPClient", "HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
     ]
 )

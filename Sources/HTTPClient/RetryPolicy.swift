@@ -47,10 +47,15 @@ public struct RetryPolicy: Sendable, Hashable {
         self.init(schedule: .exponential(baseDelay: baseDelay, maxDelay: maxDelay), maxAttempts: maxAttempts)
     }
 
-    /// An explicit schedule: one retry per delay (`delays.count + 1` tries in
-    /// all) unless `maxAttempts` says otherwise.
-    public init(delays: [Duration], maxAttempts: Int? = nil) {
-        self.init(schedule: .fixed(delays), maxAttempts: maxAttempts ?? delays.count + 1)
+    /// An explicit schedule: one retry per delay, `delays.count + 1` tries in all.
+    public init(delays: [Duration]) {
+        self.init(schedule: .fixed(delays), maxAttempts: delays.count + 1)
+    }
+
+    /// An explicit schedule with its own limit (nil: none); past the end of
+    /// the list its last delay repeats.
+    public init(delays: [Duration], maxAttempts: Int?) {
+        self.init(schedule: .fixed(delays), maxAttempts: maxAttempts)
     }
 
     /// Exponential backoff that never gives up by itself.
@@ -90,14 +95,16 @@ public struct RetryPolicy: Sendable, Hashable {
     }
 
     /// The delay before try `failures + 1`, drawn from `delayBounds` with
-    /// `generator`; at least `retryAfter` (a server's `Retry-After`), but
+    /// `generator` (one `next()`: its top 53 bits place the delay, 0 at the
+    /// lower bound); at least `retryAfter` (a server's `Retry-After`), but
     /// never more than `maxDelay`. Ignores `maxAttempts`.
     public func delay(
         afterFailures failures: Int, retryAfter: Duration? = nil, using generator: inout some RandomNumberGenerator
     ) -> Duration {
         let bounds = delayBounds(afterFailures: failures)
         let spread = bounds.upperBound - bounds.lowerBound
-        let backoff = spread > .zero ? bounds.lowerBound + spread * Double.random(in: 0...1, using: &generator) : bounds.lowerBound
+        let fraction = Double(generator.next() >> 11) / Double(UInt64(1) << 53)
+        let backoff = spread > .zero ? bounds.lowerBound + spread * fraction : bounds.lowerBound
         guard let retryAfter else { return backoff }
         return min(max(backoff, retryAfter), maxDelay)
     }
