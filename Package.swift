@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Module layout and dependency direction: see README.md ("Architecture").
-// HTTP1, JSON and Vocabulary depend on nothing; HTTPServer on HTTP1; CallbackStore
-// and ThingSpace stand alone (beside JSON and Vocabulary); ListenerApp wires
-// everything; the executable only parses arguments.
+// HTTP1, JSON and Vocabulary depend on nothing; HTTPServer on HTTP1; HTTPClient on libcurl;
+// CallbackStore stands alone (beside JSON and Vocabulary); ThingSpace on HTTPClient;
+// ListenerApp wires everything; the executable only parses arguments.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
@@ -54,22 +54,24 @@ let package = Package(
             dependencies: ["CallbackStore", "CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The libcurl client every outbound caller shares, and the retry policy.
+        .target(name: "HTTPClient", dependencies: ["CCurl"], swiftSettings: strict),
         .target(
             name: "ThingSpace",
-            dependencies: ["CCurl", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTPClient", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // A local simulator of ThingSpace (token, session, callbacks API and
         // callback delivery) for `make run`, the `sandbox` command and tests.
         .target(
             name: "ThingSpaceSandbox",
-            dependencies: ["HTTP1", "HTTPServer", "ThingSpace", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTP1", "HTTPServer", "HTTPClient", "ThingSpace", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -82,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "ListenerApp", "CallbackStore", "SQLiteStore", "HTTPClient", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -111,7 +113,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ThingSpaceTests",
-            dependencies: ["ThingSpace", "ThingSpaceSandbox", "HTTPServer", "HTTP1", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ThingSpace", "ThingSpaceSandbox", "HTTPClient", "HTTPServer", "HTTP1", "Vocabulary", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // What tests share: temporary directories, the blocking client, polling, log capture.
@@ -138,5 +143,11 @@ let package = Package(
         ),
         .testTarget(name: "JSONTests", dependencies: ["JSON"], swiftSettings: strict),
         .testTarget(name: "VocabularyTests", dependencies: ["Vocabulary"], swiftSettings: strict),
+        // Against real loopback servers (HTTPServer): concurrency, reuse, errors; the retry policy.
+        .testTarget(
+            name: "HTTPClientTests",
+            dependencies: ["HTTPClient", "HTTPServer", "HTTP1", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
     ]
 )

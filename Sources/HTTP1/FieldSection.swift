@@ -1,7 +1,7 @@
 // Field sections (the header section and the trailer section): checked one
 // byte at a time as bytes arrive, so a malformed line is refused at its first
-// bad byte rather than when the section (or a timeout) ends, then collected
-// into fields once complete (RFC 9112 §5, RFC 9110 §5).
+// bad byte rather than when the section (or a timeout) ends, and each field
+// collected as soon as its line is complete (RFC 9112 §5, RFC 9110 §5).
 //
 // Every verdict depends only on the bytes up to the one that decides it, and
 // no byte past the size limit is ever looked at, so the error for a given
@@ -25,8 +25,13 @@ struct FieldSectionScan: Sendable, Equatable {
         case finalCR
     }
 
-    /// Fields whose value is checked beyond field-value syntax while it arrives.
-    private enum Kind: UInt8, Sendable { case other, host, contentLength }
+    /// The fields the parser looks at, told apart once, at the colon.
+    fileprivate enum Kind: UInt8, Sendable {
+        case other, host, contentLength, expect, connection, transferEncoding
+
+        /// Whether the value is checked beyond field-value syntax while it arrives.
+        var checksValue: Bool { self == .host || self == .contentLength }
+    }
 
     /// Where a Host value stands: leading OWS, the host itself, trailing OWS.
     private enum HostPhase: UInt8, Sendable { case leading, host, trailing }
@@ -52,10 +57,11 @@ struct FieldSectionScan: Sendable, Equatable {
     /// empty line that ends the section, or nil when more bytes are needed.
     /// Throws at the first byte that cannot belong to a valid section, and
     /// `tooLarge` as soon as the section (counted through its final CRLF) must
-    /// exceed `limit`. With `noteFraming`, each complete field is noted in `framing`.
+    /// exceed `limit`. Each complete field is added to `fields` and, with
+    /// `noteFraming`, noted in `framing`.
     mutating func scan(
         _ bytes: UnsafeBufferPointer<UInt8>, limit: Int, tooLarge: HTTPParseError, maxCount: Int,
-        tooMany: HTTPParseError, framing: inout FramingFields, noteFraming: Bool
+        tooMany: HTTPParseError, framing: inout FramingFields, noteFraming: Bool, into fields: inout HTTPHeaders
     ) throws(HTTPParseError) -> Int? {
         // Nothing past the limit is looked at: it could only be too much.
         let end = min(bytes.count, sectionStart + limit)
@@ -108,11 +114,19 @@ struct FieldSectionScan: Sendable, Equatable {
                 guard ASCII.isWhitespace(byte) else { throw Self.nameError(byte) }
                 index += 1
             case .value:
-                if kind == .other {
+                if !kind.checksValue {
                     while index < end, ASCII.isFieldValueByte(bytes[index]) { index += 1 }
                     guard index < end else { break }
                 } else {
                     while index < end, ASCII.isFieldValueByte(bytes[index]) {
+                        // The long runs of a Host value (name, port) in tight loops; the rest byte by byte.
+                        if kind == .host, hostPhase == .host {
+                            let next = host.skipRun(bytes, from: index, to: end)
+                            if next > index {
+                                index = next
+                                continue
+                            }
+                        }
                         try checkValueByte(bytes, at: index)
                         index += 1
                     }
@@ -127,10 +141,9 @@ struct FieldSectionScan: Sendable, Equatable {
             case .valueCR:
                 guard byte == ASCII.lf else { throw .invalidFieldValue }  // a bare CR inside a value
                 count += 1
-                if noteFraming {
-                    let value = ASCII.trimmingWhitespace(bytes, (colon + 1)..<(index - 1))
-                    try framing.note(bytes, name: lineStart..<colon, value: value)
-                }
+                let value = ASCII.trimmingWhitespace(bytes, (colon + 1)..<(index - 1))
+                if noteFraming && kind != .other { try framing.note(kind, bytes, value: value) }
+                fields.add(name: ASCII.string(bytes, lineStart..<colon), value: ASCII.string(bytes, value))
                 state = .lineStart
                 index += 1
             case .finalCR:
@@ -157,7 +170,10 @@ struct FieldSectionScan: Sendable, Equatable {
     private static func kind(_ bytes: UnsafeBufferPointer<UInt8>, _ name: Range<Int>) -> Kind {
         switch name.count {
         case 4 where ASCII.equalsIgnoringCase(bytes, name, "host"): .host
+        case 6 where ASCII.equalsIgnoringCase(bytes, name, "expect"): .expect
+        case 10 where ASCII.equalsIgnoringCase(bytes, name, "connection"): .connection
         case 14 where ASCII.equalsIgnoringCase(bytes, name, "content-length"): .contentLength
+        case 17 where ASCII.equalsIgnoringCase(bytes, name, "transfer-encoding"): .transferEncoding
         default: .other
         }
     }
@@ -168,7 +184,7 @@ struct FieldSectionScan: Sendable, Equatable {
     private mutating func checkValueByte(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) throws(HTTPParseError) {
         let byte = bytes[index]
         switch kind {
-        case .other:
+        case .other, .expect, .connection, .transferEncoding:
             break
         case .contentLength:
             guard ASCII.isDigit(byte) || byte == ASCII.comma || ASCII.isWhitespace(byte) else {
@@ -208,14 +224,16 @@ struct FramingFields: Sendable, Equatable {
     var expectsContinue = false
     var hasUnsupportedExpectation = false
 
-    /// Notes one field; `value` is already trimmed and validated.
-    mutating func note(
-        _ bytes: UnsafeBufferPointer<UInt8>, name: Range<Int>, value: Range<Int>
+    /// Notes one field of `kind`; `value` is already trimmed and validated.
+    fileprivate mutating func note(
+        _ kind: FieldSectionScan.Kind, _ bytes: UnsafeBufferPointer<UInt8>, value: Range<Int>
     ) throws(HTTPParseError) {
-        switch name.count {
-        case 4 where ASCII.equalsIgnoringCase(bytes, name, "host"):
+        switch kind {
+        case .other:
+            break
+        case .host:
             hostCount += 1  // its syntax is checked while it arrives (FieldSectionScan)
-        case 6 where ASCII.equalsIgnoringCase(bytes, name, "expect"):
+        case .expect:
             for element in ListElements(bytes, value) where !element.isEmpty {
                 if ASCII.equalsIgnoringCase(bytes, element, "100-continue") {
                     expectsContinue = true
@@ -223,14 +241,14 @@ struct FramingFields: Sendable, Equatable {
                     hasUnsupportedExpectation = true
                 }
             }
-        case 10 where ASCII.equalsIgnoringCase(bytes, name, "connection"):
+        case .connection:
             for element in ListElements(bytes, value) {
                 if ASCII.equalsIgnoringCase(bytes, element, "close") { connectionClose = true }
                 if ASCII.equalsIgnoringCase(bytes, element, "keep-alive") { connectionKeepAlive = true }
             }
-        case 14 where ASCII.equalsIgnoringCase(bytes, name, "content-length"):
+        case .contentLength:
             try noteContentLength(bytes, value)
-        case 17 where ASCII.equalsIgnoringCase(bytes, name, "transfer-encoding"):
+        case .transferEncoding:
             hasTransferEncoding = true
             for element in ListElements(bytes, value) where !element.isEmpty {
                 if ASCII.equalsIgnoringCase(bytes, element, "chunked") {
@@ -241,8 +259,6 @@ struct FramingFields: Sendable, Equatable {
                     lastCodingIsChunked = false
                 }
             }
-        default:
-            break
         }
     }
 
@@ -283,25 +299,5 @@ struct ListElements: Sequence, IteratorProtocol {
         let element = ASCII.trimmingWhitespace(bytes, start..<comma)
         if comma == end { done = true } else { start = comma + 1 }
         return element
-    }
-}
-
-enum FieldLines {
-    /// Collects the fields of the complete, already checked field section
-    /// `bytes[start..<end]` (`end` is past the final empty line).
-    static func collect(
-        _ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int, into headers: inout HTTPHeaders
-    ) {
-        var lineStart = start
-        while lineStart < end {
-            // The section is complete and checked: every line ends in CRLF, every field has a colon.
-            let lf = ASCII.firstIndex(of: ASCII.lf, in: bytes, from: lineStart, to: end) ?? end - 1
-            let lineEnd = lf - 1
-            if lineEnd <= lineStart { return }  // the empty line
-            let colon = ASCII.firstIndex(of: ASCII.colon, in: bytes, from: lineStart, to: lineEnd) ?? lineEnd
-            let value = ASCII.trimmingWhitespace(bytes, min(colon + 1, lineEnd)..<lineEnd)
-            headers.add(name: ASCII.string(bytes, lineStart..<colon), value: ASCII.string(bytes, value))
-            lineStart = lf + 1
-        }
     }
 }

@@ -24,15 +24,16 @@ public enum HTTPParserEvent: Sendable, Equatable {
 }
 
 public struct HTTPRequestParser: Sendable {
+    /// The scans' progress lives in stored properties (`headScan`,
+    /// `chunkLine`, `trailerScan`), not in payloads: a small enum is cheap to
+    /// switch on and assign, and each scan is updated in place.
     private enum Phase: Sendable, Equatable {
-        /// Reading a head; its progress is `headScan`, kept out of the enum
-        /// so that each call does not copy it in and out.
         case head
         case fixedBody(length: Int)
-        case chunkSizeLine(ChunkLineScan)
+        case chunkSizeLine
         case chunkData(remaining: Int)
         case chunkDataEnd
-        case trailers(FieldSectionScan)
+        case trailers
         case failed(HTTPParseError)
     }
 
@@ -42,7 +43,7 @@ public struct HTTPRequestParser: Sendable {
         var line = RequestLineScan()
         /// Just past the request line's LF, once it has been found.
         var requestLineEnd: Int?
-        var fields = FieldSectionScan(at: 0)
+        var section = FieldSectionScan(at: 0)
         var framing = FramingFields()
     }
 
@@ -59,9 +60,14 @@ public struct HTTPRequestParser: Sendable {
     private var readIndex = 0
     private var phase = Phase.head
     private var headScan = HeadScan()
+    /// The head's fields so far, collected as each line is checked.
+    private var headFields = HTTPHeaders()
+    private var chunkLine = ChunkLineScan()
+    private var trailerScan = FieldSectionScan(at: 0)
     /// The emitted head whose body is being read.
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
+    /// The trailer fields so far.
     private var trailers = HTTPHeaders()
 
     public init(limits: HTTPLimits = HTTPLimits()) {
@@ -120,8 +126,8 @@ public struct HTTPRequestParser: Sendable {
                 if length > 0 { body = Array(buffer[readIndex..<(readIndex + length)]) }
                 readIndex += length
                 return finishRequest()
-            case .chunkSizeLine(let scan):
-                guard try readChunkSizeLine(scan) else { return nil }
+            case .chunkSizeLine:
+                guard try readChunkSizeLine() else { return nil }
             case .chunkData(let remaining):
                 let count = min(remaining, buffer.count - readIndex)
                 if count == 0 { return nil }
@@ -134,9 +140,10 @@ public struct HTTPRequestParser: Sendable {
                 if available >= 2 && buffer[readIndex + 1] != ASCII.lf { throw .missingChunkTerminator }
                 guard available >= 2 else { return nil }
                 readIndex += 2
-                phase = .chunkSizeLine(ChunkLineScan())
-            case .trailers(let scan):
-                guard try readTrailers(scan) else { return nil }
+                chunkLine = ChunkLineScan()
+                phase = .chunkSizeLine
+            case .trailers:
+                guard try readTrailers() else { return nil }
                 return finishRequest()
             case .failed(let error):
                 throw error
@@ -147,100 +154,93 @@ public struct HTTPRequestParser: Sendable {
     // MARK: Head
 
     private mutating func readHead() throws(HTTPParseError) -> HTTPParserEvent? {
-        var scan = headScan
+        // Nothing unconsumed, so nothing new to scan (the common call between requests).
+        guard readIndex < buffer.count else { return nil }
         // Leading CRLFs before a request line are skipped, a few at most.
-        while scan.requestLineEnd == nil, scan.line.position == 0, readIndex < buffer.count {
+        while headScan.requestLineEnd == nil, headScan.line.position == 0, readIndex < buffer.count {
             let first = buffer[readIndex]
             if first == ASCII.lf { throw .bareLineFeed }
             guard first == ASCII.cr else { break }
-            guard readIndex + 1 < buffer.count else {
-                headScan = scan
-                return nil
-            }
+            guard readIndex + 1 < buffer.count else { return nil }
             guard buffer[readIndex + 1] == ASCII.lf else { break }
-            scan.emptyLinesSkipped += 1
-            if scan.emptyLinesSkipped > Self.maxLeadingEmptyLines { throw .tooManyEmptyLinesBeforeRequest }
+            headScan.emptyLinesSkipped += 1
+            if headScan.emptyLinesSkipped > Self.maxLeadingEmptyLines { throw .tooManyEmptyLinesBeforeRequest }
             readIndex += 2
         }
 
         let limits = self.limits
         let offset = readIndex
+        // The scan updates `headScan` and `headFields` in place (no copy in
+        // and out per call); they are disjoint from `buffer`.
         let parsed: (head: HTTPRequestHead, length: Int)? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
             let bytes = UnsafeBufferPointer(rebasing: whole[offset...])
-            guard let end = try Self.scanHead(bytes, &scan, limits), let requestLineEnd = scan.requestLineEnd else {
-                return nil
-            }
+            guard let end = try scanHead(bytes, limits) else { return nil }
+            let headers = headFields
+            headFields = HTTPHeaders()
             let head = try RequestHeadParser.build(
-                bytes, line: scan.line, requestLineEnd: requestLineEnd, end: end, framing: scan.framing, limits: limits)
+                bytes, line: headScan.line, headers: headers, framing: headScan.framing, limits: limits)
             return (head, end)
         }
-        guard let (head, length) = parsed else {
-            headScan = scan
-            return nil
-        }
+        guard let (head, length) = parsed else { return nil }
         headScan = HeadScan()
         readIndex += length
         self.head = head
-        phase = head.isChunked ? .chunkSizeLine(ChunkLineScan()) : .fixedBody(length: head.contentLength ?? 0)
+        if head.isChunked {
+            chunkLine = ChunkLineScan()
+            phase = .chunkSizeLine
+        } else {
+            phase = .fixedBody(length: head.contentLength ?? 0)
+        }
         return .head(head)
     }
 
     /// The length of the head (through its empty line), or nil when more bytes
     /// are needed; throws at the first byte that makes the head invalid.
-    private static func scanHead(
-        _ bytes: UnsafeBufferPointer<UInt8>, _ scan: inout HeadScan, _ limits: HTTPLimits
-    ) throws(HTTPParseError) -> Int? {
-        if scan.requestLineEnd == nil {
-            guard let lineEnd = try scan.line.scan(bytes, maxLength: limits.maxRequestLineBytes) else { return nil }
-            scan.requestLineEnd = lineEnd
-            scan.fields = FieldSectionScan(at: lineEnd)
+    private mutating func scanHead(_ bytes: UnsafeBufferPointer<UInt8>, _ limits: HTTPLimits) throws(HTTPParseError) -> Int? {
+        if headScan.requestLineEnd == nil {
+            guard let lineEnd = try headScan.line.scan(bytes, maxLength: limits.maxRequestLineBytes) else { return nil }
+            headScan.requestLineEnd = lineEnd
+            headScan.section = FieldSectionScan(at: lineEnd)
+            headFields.reserveCapacity(16)
         }
-        return try scan.fields.scan(
+        return try headScan.section.scan(
             bytes, limit: limits.maxHeaderBytes, tooLarge: .headerSectionTooLarge, maxCount: limits.maxHeaderCount,
-            tooMany: .tooManyHeaderFields, framing: &scan.framing, noteFraming: true)
+            tooMany: .tooManyHeaderFields, framing: &headScan.framing, noteFraming: true, into: &headFields)
     }
 
     // MARK: Chunked body
 
     /// Reads one chunk-size line; false when more bytes are needed.
-    private mutating func readChunkSizeLine(_ start: ChunkLineScan) throws(HTTPParseError) -> Bool {
-        var scan = start
+    private mutating func readChunkSizeLine() throws(HTTPParseError) -> Bool {
         let offset = readIndex
         let maxSize = limits.maxBodyBytes - body.count
         let length: Int? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
-            try scan.scan(UnsafeBufferPointer(rebasing: whole[offset...]), maxSize: maxSize, maxLength: Self.maxChunkLineBytes)
+            try chunkLine.scan(UnsafeBufferPointer(rebasing: whole[offset...]), maxSize: maxSize, maxLength: Self.maxChunkLineBytes)
         }
-        guard let length else {
-            phase = .chunkSizeLine(scan)
-            return false
-        }
+        guard let length else { return false }
         readIndex += length
-        phase = scan.size == 0 ? .trailers(FieldSectionScan(at: 0)) : .chunkData(remaining: scan.size)
+        if chunkLine.size == 0 {
+            trailerScan = FieldSectionScan(at: 0)
+            phase = .trailers
+        } else {
+            phase = .chunkData(remaining: chunkLine.size)
+        }
         return true
     }
 
-    /// Reads the trailer section; false when more bytes are needed.
-    private mutating func readTrailers(_ start: FieldSectionScan) throws(HTTPParseError) -> Bool {
-        var scan = start
+    /// Reads the trailer section into `trailers`; false when more bytes are needed.
+    private mutating func readTrailers() throws(HTTPParseError) -> Bool {
         let limits = self.limits
         let offset = readIndex
-        var fields = HTTPHeaders()
         let end: Int? = try buffer.withUnsafeBufferPointer { whole throws(HTTPParseError) in
-            let bytes = UnsafeBufferPointer(rebasing: whole[offset...])
             var unused = FramingFields()
-            guard let end = try scan.scan(
-                bytes, limit: limits.maxTrailerBytes, tooLarge: .trailerSectionTooLarge, maxCount: limits.maxHeaderCount,
-                tooMany: .tooManyTrailerFields, framing: &unused, noteFraming: false)
-            else { return nil }
-            FieldLines.collect(bytes, from: 0, to: end, into: &fields)
-            return end
+            return try trailerScan.scan(
+                UnsafeBufferPointer(rebasing: whole[offset...]), limit: limits.maxTrailerBytes, tooLarge: .trailerSectionTooLarge,
+                maxCount: limits.maxHeaderCount, tooMany: .tooManyTrailerFields, framing: &unused, noteFraming: false,
+                into: &trailers)
         }
-        guard let end else {
-            phase = .trailers(scan)
-            return false
-        }
+        guard let end else { return false }
         readIndex += end
-        trailers = fields
         return true
     }
 

@@ -67,6 +67,24 @@ struct HostScan: Sendable, Equatable {
         }
     }
 
+    /// Feeds the run of bytes from `bytes[start]` on that `accept` would take
+    /// one at a time without a change of state (reg-name bytes inside a
+    /// reg-name, digits inside a port); returns where the run ends. The caller
+    /// goes on with `accept` there.
+    @inline(__always)
+    func skipRun(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, to end: Int) -> Int {
+        var index = start
+        switch state {
+        case .regName:
+            while index < end, ASCII.isRegNameByte(bytes[index]) { index += 1 }
+        case .port:
+            while index < end, ASCII.isDigit(bytes[index]) { index += 1 }
+        default:
+            break
+        }
+        return index
+    }
+
     @inline(__always)
     private mutating func acceptRegName(_ byte: UInt8) -> Bool {
         if byte == ASCII.percent {

@@ -49,12 +49,20 @@ struct RequestLineScan: Sendable, Equatable {
             }
             switch state {
             case .method:
+                // A token, in one tight loop (bounded by the length limit).
+                let stop = min(end, maxLength)
+                var next = index
+                while next < stop, ASCII.isTokenByte(bytes[next]) { next += 1 }
+                if next > index {
+                    index = next
+                    continue
+                }
                 if byte == ASCII.space {
                     guard index > 0 else { throw .invalidMethod }
                     methodEnd = index
                     targetStart = index + 1
                     state = .targetStart
-                } else if !ASCII.isTokenByte(byte) {
+                } else {
                     throw Self.lineError(byte, otherwise: .invalidMethod)
                 }
             case .targetStart:
@@ -114,6 +122,14 @@ struct RequestLineScan: Sendable, Equatable {
                     throw Self.lineError(byte, otherwise: .invalidRequestTarget)
                 }
             case .version:
+                // The usual `HTTP/1.x` CR at once, when it is all here and within
+                // the limit; anything else byte by byte, for the error at its byte.
+                if index == versionStart, end - index > 8, index + 8 <= maxLength, Self.isHTTP1(bytes, at: index) {
+                    version = bytes[index + 7] == 0x30 ? .http1_0 : .http1_1
+                    state = .lineFeed
+                    index += 9
+                    continue
+                }
                 try scanVersion(byte, at: index - versionStart)
             case .lineFeed:
                 guard byte == ASCII.lf else { throw .invalidVersion }
@@ -161,6 +177,13 @@ struct RequestLineScan: Sendable, Equatable {
         }
     }
 
+    /// Whether `bytes[index...]` starts with `HTTP/1.` DIGIT CR.
+    @inline(__always)
+    private static func isHTTP1(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Bool {
+        ASCII.equalsCaseSensitive(bytes, index..<(index + 7), "HTTP/1.") && ASCII.isDigit(bytes[index + 7])
+            && bytes[index + 8] == ASCII.cr
+    }
+
     @inline(__always)
     private static func versionError(_ byte: UInt8) -> HTTPParseError {
         byte == ASCII.lf ? .bareLineFeed : .invalidVersion
@@ -177,12 +200,12 @@ struct RequestLineScan: Sendable, Equatable {
 }
 
 enum RequestHeadParser {
-    /// Builds the head from `bytes[0..<end]`, a complete head already checked
-    /// byte by byte: its request line (`line`, ending at `requestLineEnd`)
-    /// and its fields (noted in `framing`). Only checks that need the whole
-    /// head are left.
+    /// Builds the head from a complete head in `bytes`, already checked byte
+    /// by byte: its request line (`line`) and its fields (collected in
+    /// `headers`, noted in `framing`). Only checks that need the whole head
+    /// are left.
     static func build(
-        _ bytes: UnsafeBufferPointer<UInt8>, line: RequestLineScan, requestLineEnd: Int, end: Int,
+        _ bytes: UnsafeBufferPointer<UInt8>, line: RequestLineScan, headers: HTTPHeaders,
         framing: FramingFields, limits: HTTPLimits
     ) throws(HTTPParseError) -> HTTPRequestHead {
         let version = line.version
@@ -210,9 +233,6 @@ enum RequestHeadParser {
             ? !framing.connectionClose
             : framing.connectionKeepAlive && !framing.connectionClose
 
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(16)
-        FieldLines.collect(bytes, from: requestLineEnd, to: end, into: &headers)
         return HTTPRequestHead(
             method: ASCII.string(bytes, 0..<line.methodEnd), target: ASCII.string(bytes, line.targetStart..<line.targetEnd),
             version: version, headers: headers, keepAlive: keepAlive, expectation: expectation,

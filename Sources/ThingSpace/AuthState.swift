@@ -3,8 +3,12 @@
 // independently (token: expires_in; session: idle time), so each is held
 // on its own; a refused login ends the machine for good.
 //
+// Calls run concurrently, so a change caused by one call's answer names the
+// session that call used: a stale answer must not undo a newer sign-in.
+//
 //   active(token?, session?) ──tokenFetched / sessionOpened / sessionUsed──▶ active
 //   active ──signInRejected (401/403 from a call)──▶ active(nil, nil)
+//            (signInRejected(session:) only while that session is still held)
 //   active ──tokenRejected (gateway fault at login)──▶ active(nil, session)
 //   active ──sessionClosed (logout)──▶ active(token, nil)
 //   active ──refused (login refused for its credentials)──▶ refused   (terminal)
@@ -72,6 +76,14 @@ struct AuthState {
         phase = .active(token: token, session: session)
     }
 
+    /// A call made with session `value` was answered: it is still alive
+    /// (ignored if another session has replaced it since).
+    mutating func sessionUsed(_ value: String, at now: ContinuousClock.Instant) {
+        guard case .active(let token, var session?) = phase, session.value == value, now > session.lastUsed else { return }
+        session.lastUsed = now
+        phase = .active(token: token, session: session)
+    }
+
     /// The gateway refused the access token: fetch a new one, keep the session.
     mutating func tokenRejected() {
         guard case let .active(_, session) = phase else { return }
@@ -82,6 +94,13 @@ struct AuthState {
     mutating func signInRejected() {
         guard case .active = phase else { return }
         phase = .active(token: nil, session: nil)
+    }
+
+    /// A call made with `session` was refused: as `signInRejected()`, unless
+    /// that session is no longer held (another call already signed in anew).
+    mutating func signInRejected(session: String) {
+        guard anySession == session else { return }
+        signInRejected()
     }
 
     mutating func sessionClosed() {

@@ -1,3 +1,4 @@
+import HTTPClient
 import Vocabulary
 
 /// The four secrets-bearing values the client logs in with. Printing,
@@ -78,6 +79,12 @@ public struct ThingSpaceClientConfiguration: Sendable, Hashable {
         self.maxAttempts = maxAttempts
         self.retryBaseDelay = retryBaseDelay
         self.retryMaxDelay = retryMaxDelay
+    }
+
+    /// The backoff of the client's retries: `maxAttempts` tries,
+    /// `retryBaseDelay` doubling up to `retryMaxDelay`, with equal jitter.
+    public var retryPolicy: RetryPolicy {
+        RetryPolicy(maxAttempts: max(maxAttempts, 1), baseDelay: retryBaseDelay, maxDelay: retryMaxDelay)
     }
 
     /// The base URL without a trailing slash.

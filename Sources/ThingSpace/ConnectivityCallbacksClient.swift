@@ -1,38 +1,51 @@
 // The Connectivity Callbacks API client: List, Register and Deregister,
 // with the OAuth token and M2M session they need, and bounded retries.
+//
+// Concurrency: the auth state is read and changed under a short lock, never
+// held across a request or a backoff sleep. One caller at a time signs in
+// (the "leader" of a sign-in flight); callers that need a token meanwhile
+// wait for the flight's outcome instead of sending their own login, so
+// concurrent calls cost one token request and one login, and a refused
+// login is sent once, latched, and never repeated.
+import Dispatch
 import Foundation
+import HTTPClient
 import Logging
 import Synchronization
+import Vocabulary
 
 /// Calls ThingSpace's Connectivity Callbacks API. Blocking: call it from a
-/// background thread. Operations run one at a time per client (they share
-/// one token, one session and one libcurl handle).
+/// background thread. Any number of threads may call one client at once:
+/// the calls run in parallel and share one token and one session.
 ///
 /// Retries: network errors, 429 and 5xx are retried with exponential
-/// backoff and jitter, `maxAttempts` tries in all. A 401/403 from a
-/// callbacks call makes the client fetch a new token and a new session
-/// once, then retry the call once. A login refused for its credentials is
-/// never retried, and after one the client refuses to log in again
-/// (`invalidCredentials`): five failed logins lock the account.
+/// backoff and jitter (`RetryPolicy`), `maxAttempts` tries in all. A
+/// 401/403 from a callbacks call makes the client fetch a new token and a
+/// new session once (unless a concurrent call already did), then retry the
+/// call once. A login refused for its credentials is never retried, and
+/// after one the client refuses to log in again (`invalidCredentials`):
+/// five failed logins lock the account.
 public final class ConnectivityCallbacksClient: Sendable {
     public let configuration: ThingSpaceClientConfiguration
     private let credentials: ThingSpaceCredentials
     private let http: CurlHTTPClient
     private let logger: Logger
     private let retryPolicy: RetryPolicy
-    private let state = Mutex(AuthState())
+    private let state = Mutex(SharedState())
     private let clock = ContinuousClock()
+
+    /// What the lock guards: the tokens, and the sign-in in flight if any.
+    private struct SharedState {
+        var auth = AuthState()
+        var signIn: SignInFlight?
+    }
 
     public init(configuration: ThingSpaceClientConfiguration, credentials: ThingSpaceCredentials, logger: Logger) {
         self.configuration = configuration
         self.credentials = credentials
         self.logger = logger
         self.http = CurlHTTPClient(connectTimeout: configuration.connectTimeout, totalTimeout: configuration.totalTimeout)
-        self.retryPolicy = RetryPolicy(
-            maxAttempts: max(configuration.maxAttempts, 1),
-            baseDelay: configuration.retryBaseDelay,
-            maxDelay: configuration.retryMaxDelay
-        )
+        self.retryPolicy = configuration.retryPolicy
     }
 
     // MARK: - Operations
@@ -99,81 +112,84 @@ public final class ConnectivityCallbacksClient: Sendable {
     /// Fetches a token and opens a session now if none is usable (with the
     /// same retries as a call). Useful to check the credentials at start-up.
     public func authenticate() throws(ThingSpaceError) {
-        try withRetries("authenticate") { (auth: inout AuthState) throws(AttemptFailure) in
-            _ = try self.signIn(&auth)
+        try withRetries("authenticate") { () throws(AttemptFailure) in
+            _ = try self.signIn()
         }
     }
 
     /// `POST /m2m/v1/session/logout`, once, if a session is open. The
-    /// session is forgotten whatever the answer.
+    /// session is forgotten whatever the answer. A sign-in in flight is
+    /// waited for first, so the session it opens is the one closed.
     public func logout() throws(ThingSpaceError) {
-        try state.withLock { (auth: inout AuthState) throws(ThingSpaceError) in
-            guard let session = auth.anySession else { return }
-            auth.sessionClosed()
-            guard let token = auth.usableToken(at: clock.now) else {
-                logger.info("ThingSpace session dropped without logout (no valid access token)")
-                return
-            }
-            let request = CurlHTTPClient.Request(
-                method: .post, url: url("/m2m/v1/session/logout"),
-                headers: apiHeaders(token, session)
-            )
-            let response: CurlHTTPClient.Response
-            do throws(CurlTransportError) {
-                response = try http.send(request)
-            } catch {
-                logger.warning("ThingSpace logout failed", metadata: ["error": "\(error.message)"])
-                throw .network(error.message)
-            }
-            guard (200..<300).contains(response.status) else {
-                let error = Self.apiError(response)
-                logger.warning("ThingSpace logout refused", metadata: ["thingspace.status": "\(response.status)"])
-                throw error
-            }
-            logger.info("ThingSpace session closed")
+        if let flight = state.withLock({ $0.signIn }) { _ = flight.wait() }
+        let now = clock.now
+        let held: (session: String, token: String?)? = state.withLock { shared in
+            guard let session = shared.auth.anySession else { return nil }
+            shared.auth.sessionClosed()
+            return (session, shared.auth.usableToken(at: now))
         }
+        guard let (session, token) = held else { return }
+        guard let token else {
+            logger.info("ThingSpace session dropped without logout (no valid access token)")
+            return
+        }
+        let request = CurlHTTPClient.Request(
+            method: .post, url: url("/m2m/v1/session/logout"),
+            headers: apiHeaders(token, session)
+        )
+        let response: CurlHTTPClient.Response
+        do throws(CurlTransportError) {
+            response = try http.send(request)
+        } catch {
+            logger.warning("ThingSpace logout failed", metadata: ["error": "\(error.message)"])
+            throw .network(error.message)
+        }
+        guard (200..<300).contains(response.status) else {
+            let error = Self.apiError(response)
+            logger.warning("ThingSpace logout refused", metadata: ["thingspace.status": "\(response.status)"])
+            throw error
+        }
+        logger.info("ThingSpace session closed")
     }
 
     // MARK: - The retry loop
 
     /// Runs `attempt` until it succeeds, a failure is fatal, or the tries
-    /// run out. Holds the state lock throughout: one operation at a time.
+    /// run out. Holds no lock: attempts and backoff sleeps of concurrent
+    /// operations overlap.
     private func withRetries<T>(
-        _ operation: String, _ attempt: (inout AuthState) throws(AttemptFailure) -> T
+        _ operation: String, _ attempt: () throws(AttemptFailure) -> T
     ) throws(ThingSpaceError) -> T {
-        try state.withLock { (auth: inout AuthState) throws(ThingSpaceError) -> T in
-            var failures = 0
-            var renewedSignIn = false
-            while true {
-                do throws(AttemptFailure) {
-                    return try attempt(&auth)
-                } catch {
-                    let metadata: Logger.Metadata = [
-                        "thingspace.operation": "\(operation)", "error": "\(error.error)",
-                    ]
-                    switch error.disposition {
-                    case .fatal:
-                        logger.error("ThingSpace operation failed", metadata: metadata)
+        var failures = 0
+        var renewedSignIn = false
+        while true {
+            do throws(AttemptFailure) {
+                return try attempt()
+            } catch {
+                let metadata: Logger.Metadata = [
+                    "thingspace.operation": "\(operation)", "error": "\(error.error)",
+                ]
+                switch error.disposition {
+                case .fatal:
+                    logger.error("ThingSpace operation failed", metadata: metadata)
+                    throw error.error
+                case let .renewSignIn(session) where !renewedSignIn:
+                    renewedSignIn = true
+                    state.withLock { $0.auth.signInRejected(session: session) }
+                    logger.notice("ThingSpace refused the token or session; signing in again once", metadata: metadata)
+                case .renewSignIn:
+                    logger.error("ThingSpace refused the call again after a fresh sign-in", metadata: metadata)
+                    throw error.error
+                case let .retry(after):
+                    failures += 1
+                    guard let delay = retryPolicy.nextDelay(afterFailures: failures, retryAfter: after) else {
+                        logger.error("ThingSpace operation failed after \(failures) tries", metadata: metadata)
                         throw error.error
-                    case .renewSignIn where !renewedSignIn:
-                        renewedSignIn = true
-                        auth.signInRejected()
-                        logger.notice("ThingSpace refused the token or session; signing in again once", metadata: metadata)
-                    case .renewSignIn:
-                        logger.error("ThingSpace refused the call again after a fresh sign-in", metadata: metadata)
-                        throw error.error
-                    case let .retry(after):
-                        failures += 1
-                        guard failures < retryPolicy.maxAttempts else {
-                            logger.error("ThingSpace operation failed after \(failures) tries", metadata: metadata)
-                            throw error.error
-                        }
-                        let delay = retryPolicy.delay(afterFailures: failures, retryAfter: after)
-                        logger.warning("ThingSpace operation failed; retrying", metadata: metadata.merging([
-                            "thingspace.attempt": "\(failures)", "thingspace.retry_in_ms": "\(delay.wholeMilliseconds)",
-                        ]) { $1 })
-                        Thread.sleep(forTimeInterval: delay.seconds)
                     }
+                    logger.warning("ThingSpace operation failed; retrying", metadata: metadata.merging([
+                        "thingspace.attempt": "\(failures)", "thingspace.retry_in_ms": "\(delay.inMilliseconds)",
+                    ]) { $1 })
+                    Thread.sleep(forTimeInterval: delay.inSeconds)
                 }
             }
         }
@@ -185,11 +201,14 @@ public final class ConnectivityCallbacksClient: Sendable {
         _ operation: String, account: String,
         _ build: (_ token: String, _ session: String) -> CurlHTTPClient.Request
     ) throws(ThingSpaceError) -> CurlHTTPClient.Response {
-        try withRetries(operation) { (auth: inout AuthState) throws(AttemptFailure) -> CurlHTTPClient.Response in
-            let (token, session) = try self.signIn(&auth)
-            let response = try self.send(build(token, session))
+        try withRetries(operation) { () throws(AttemptFailure) -> CurlHTTPClient.Response in
+            let signedIn = try self.signIn()
+            let response = try self.send(build(signedIn.token, signedIn.session))
             let status = response.status
-            if status != 401 && status != 403 { auth.sessionUsed(at: self.clock.now) }
+            if status != 401 && status != 403 {
+                let now = self.clock.now
+                self.state.withLock { $0.auth.sessionUsed(signedIn.session, at: now) }
+            }
             switch status {
             case 200..<300:
                 self.logger.debug("ThingSpace call succeeded", metadata: [
@@ -197,9 +216,9 @@ public final class ConnectivityCallbacksClient: Sendable {
                 ])
                 return response
             case 401, 403:
-                throw AttemptFailure(error: Self.apiError(response), disposition: .renewSignIn)
+                throw AttemptFailure(error: Self.apiError(response), disposition: .renewSignIn(session: signedIn.session))
             case 429, 500...599:
-                throw .retry(Self.apiError(response), after: parseRetryAfter(response.headerValue("Retry-After")))
+                throw .retry(Self.apiError(response), after: response.retryAfter)
             default:
                 throw .fatal(Self.apiError(response))
             }
@@ -208,9 +227,10 @@ public final class ConnectivityCallbacksClient: Sendable {
 
     // MARK: - Token and session
 
-    /// A usable access token and session, fetching whichever has lapsed.
-    private func signIn(_ auth: inout AuthState) throws(AttemptFailure) -> (token: String, session: String) {
-        if let refusal = auth.refusal { throw .fatal(refusal) }
+    /// A usable access token and session, fetching whichever has lapsed,
+    /// or the outcome of the sign-in another caller has in flight.
+    private func signIn() throws(AttemptFailure) -> SignedIn {
+        if let refusal = state.withLock({ $0.auth.refusal }) { throw .fatal(refusal) }
         // An empty secret would only earn a failed login (one of five).
         do throws(ThingSpaceError) {
             try credentials.validate()
@@ -218,34 +238,77 @@ public final class ConnectivityCallbacksClient: Sendable {
         } catch {
             throw .fatal(error)
         }
-        let token = try usableOrFreshToken(&auth)
-        if let session = auth.usableSession(at: clock.now, idleLifetime: configuration.sessionIdleLifetime) {
-            return (token, session)
+        enum Step {
+            case ready(SignedIn)
+            case refused(ThingSpaceError)
+            case wait(SignInFlight)
+            case lead(SignInFlight)
         }
-        switch try openSession(&auth, token: token) {
+        let now = clock.now
+        let idleLifetime = configuration.sessionIdleLifetime
+        let step = state.withLock { (shared: inout SharedState) -> Step in
+            if let refusal = shared.auth.refusal { return .refused(refusal) }
+            if let token = shared.auth.usableToken(at: now), let session = shared.auth.usableSession(at: now, idleLifetime: idleLifetime) {
+                return .ready(SignedIn(token: token, session: session))
+            }
+            if let flight = shared.signIn { return .wait(flight) }
+            let flight = SignInFlight()
+            shared.signIn = flight
+            return .lead(flight)
+        }
+        switch step {
+        case let .ready(signedIn):
+            return signedIn
+        case let .refused(refusal):
+            throw .fatal(refusal)
+        case let .wait(flight):
+            return try flight.wait().get()
+        case let .lead(flight):
+            let outcome: Result<SignedIn, AttemptFailure>
+            do throws(AttemptFailure) {
+                outcome = .success(try signInNow())
+            } catch {
+                outcome = .failure(error)
+            }
+            state.withLock { $0.signIn = nil }
+            flight.finish(outcome)
+            return try outcome.get()
+        }
+    }
+
+    /// The sign-in itself, by the flight's leader only: no other caller
+    /// fetches a token or logs in meanwhile.
+    private func signInNow() throws(AttemptFailure) -> SignedIn {
+        let token = try usableOrFreshToken()
+        let idleLifetime = configuration.sessionIdleLifetime
+        let now = clock.now
+        if let session = state.withLock({ $0.auth.usableSession(at: now, idleLifetime: idleLifetime) }) {
+            return SignedIn(token: token, session: session)
+        }
+        switch try openSession(token: token) {
         case let .opened(session):
-            return (token, session)
+            return SignedIn(token: token, session: session)
         case .gatewayRefusedToken:
             // The gateway refused the token before the login backend saw the
             // request (not a failed login): one fresh token, one more login.
             logger.notice("ThingSpace gateway refused the access token at login; fetching a new one")
-            auth.tokenRejected()
-            let freshToken = try usableOrFreshToken(&auth)
-            switch try openSession(&auth, token: freshToken) {
-            case let .opened(session): return (freshToken, session)
+            state.withLock { $0.auth.tokenRejected() }
+            let freshToken = try usableOrFreshToken()
+            switch try openSession(token: freshToken) {
+            case let .opened(session): return SignedIn(token: freshToken, session: session)
             case let .gatewayRefusedToken(error): throw .fatal(error)
             }
         }
     }
 
-    private func usableOrFreshToken(_ auth: inout AuthState) throws(AttemptFailure) -> String {
-        if let token = auth.usableToken(at: clock.now) { return token }
-        let fetched = try fetchToken(&auth)
-        return fetched
+    private func usableOrFreshToken() throws(AttemptFailure) -> String {
+        let now = clock.now
+        if let token = state.withLock({ $0.auth.usableToken(at: now) }) { return token }
+        return try fetchToken()
     }
 
     /// `POST /ts/v1/oauth2/token` with the client credentials.
-    private func fetchToken(_ auth: inout AuthState) throws(AttemptFailure) -> String {
+    private func fetchToken() throws(AttemptFailure) -> String {
         let basic = Data("\(credentials.clientID):\(credentials.clientSecret)".utf8).base64EncodedString()
         let request = CurlHTTPClient.Request(
             method: .post, url: url("/ts/v1/oauth2/token"),
@@ -264,23 +327,24 @@ public final class ConnectivityCallbacksClient: Sendable {
                 throw .fatal(.invalidResponse("the OAuth token answer (HTTP \(response.status)) has no access_token"))
             }
             let lifetime = token.expiresIn.map { Duration.seconds($0) } ?? configuration.defaultTokenLifetime
-            auth.tokenFetched(AuthState.AccessToken(
-                value: token.accessToken, renewAt: requestedAt + lifetime - configuration.tokenRenewalMargin))
+            let fetched = AuthState.AccessToken(
+                value: token.accessToken, renewAt: requestedAt + lifetime - configuration.tokenRenewalMargin)
+            state.withLock { $0.auth.tokenFetched(fetched) }
             logger.info("ThingSpace access token fetched", metadata: [
                 "thingspace.expires_in": "\(token.expiresIn.map(String.init) ?? "unknown")",
             ])
             return token.accessToken
         case 400, 401, 403:
-            throw refuse(&auth, .oauthClient, response)
+            throw refuse(.oauthClient, response)
         case 500...599:
-            throw .retry(Self.apiError(response), after: parseRetryAfter(response.headerValue("Retry-After")))
+            throw .retry(Self.apiError(response), after: response.retryAfter)
         default:
             throw .fatal(Self.apiError(response))
         }
     }
 
     /// `POST /m2m/v1/session/login` with the UWS username and password.
-    private func openSession(_ auth: inout AuthState, token: String) throws(AttemptFailure) -> LoginOutcome {
+    private func openSession(token: String) throws(AttemptFailure) -> LoginOutcome {
         let login = SessionLoginRequest(username: credentials.username, password: credentials.password)
         guard let body = try? Self.encoder.encode(login) else {
             throw .fatal(.invalidArgument("the session login could not be encoded as JSON"))
@@ -300,26 +364,27 @@ public final class ConnectivityCallbacksClient: Sendable {
             guard let session = try? JSONDecoder().decode(SessionToken.self, from: Data(response.body)), !session.sessionToken.isEmpty else {
                 throw .fatal(.invalidResponse("the session login answer (HTTP \(response.status)) has no sessionToken"))
             }
-            auth.sessionOpened(session.sessionToken, at: clock.now)
+            let now = clock.now
+            state.withLock { $0.auth.sessionOpened(session.sessionToken, at: now) }
             logger.info("ThingSpace session opened", metadata: ["thingspace.username": "\(credentials.username)"])
             return .opened(session.sessionToken)
         case 401 where ErrorDetail.parse(response.body).isGatewayFault:
             return .gatewayRefusedToken(Self.apiError(response))
         case 400, 401, 403:
-            throw refuse(&auth, .sessionLogin, response)
+            throw refuse(.sessionLogin, response)
         case 500...599:
-            throw .retry(Self.apiError(response), after: parseRetryAfter(response.headerValue("Retry-After")))
+            throw .retry(Self.apiError(response), after: response.retryAfter)
         default:
             throw .fatal(Self.apiError(response))
         }
     }
 
     /// Latches a refused login: the client will not try that login again.
-    private func refuse(_ auth: inout AuthState, _ kind: ThingSpaceCredentialKind, _ response: CurlHTTPClient.Response) -> AttemptFailure {
+    private func refuse(_ kind: ThingSpaceCredentialKind, _ response: CurlHTTPClient.Response) -> AttemptFailure {
         let detail = ErrorDetail.parse(response.body)
         let error = ThingSpaceError.invalidCredentials(
             kind: kind, status: response.status, errorCode: detail.errorCode, errorMessage: detail.errorMessage)
-        auth.refused(error)
+        state.withLock { $0.auth.refused(error) }
         logger.critical("ThingSpace refused the login; no further login will be attempted", metadata: [
             "thingspace.credentials": "\(kind.rawValue)", "thingspace.status": "\(response.status)",
             "thingspace.error_code": "\(detail.errorCode ?? "")",
@@ -403,10 +468,29 @@ private struct JSONNull: Decodable {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
+/// A token and a session to call with.
+private struct SignedIn: Sendable {
+    var token: String
+    var session: String
+}
+
+/// One sign-in in progress: its leader performs it; every caller that needs
+/// a token meanwhile blocks in `wait()` (holding no lock) and gets the same
+/// outcome, success or failure.
+private final class SignInFlight: Sendable {
+    private let done = DispatchGroup()
+    private let outcome = Mutex<Result<SignedIn, AttemptFailure>?>(nil)
+
+    init() { done.enter() }
+
+    /// Once, by the leader, after the flight has left the shared state.
+    func finish(_ result: Result<SignedIn, AttemptFailure>) {
+        outcome.withLock { $0 = result }
+        done.leave()
+    }
+
+    func wait() -> Result<SignedIn, AttemptFailure> {
+        done.wait()
+        return outcome.withLock { $0 }!
     }
 }

@@ -6,6 +6,7 @@
 // with none registered the callback is lost (as observed on ThingSpace).
 import Dispatch
 import Foundation
+import HTTPClient
 import Logging
 import Synchronization
 import ThingSpace

@@ -124,6 +124,18 @@ public final class ThingSpaceSandbox: Sendable {
     /// Every access token is refused from now on (as after an hour).
     public func expireTokens() { core.store.state.withLock { $0.expireTokens() } }
 
+    /// The next `count` requests to `route` are answered only once all
+    /// `count` are open at once, then together (or, if they never are, all
+    /// held ones `timeout` after the first arrived, and holding stops).
+    /// Replaces an earlier hold of `route`, answering what it held.
+    public func holdNext(_ route: SandboxRoute, count: Int, timeout: Duration = .seconds(5)) {
+        core.holds.holdNext(route, count: count, timeout: timeout)
+    }
+
+    /// The most requests to `route` held open at once since `holdNext` set
+    /// its hold: `count` if that many were in flight together.
+    public func maxHeldAtOnce(_ route: SandboxRoute) -> Int { core.holds.maxHeldAtOnce(route) }
+
     /// What Verizon support does for a locked account.
     public func unlockAccount() { core.store.state.withLock { $0.unlock() } }
 
@@ -169,6 +181,7 @@ final class SandboxStore: Sendable {
 final class SandboxCore: Sendable {
     let store: SandboxStore
     let deliverer: CallbackDeliverer
+    let holds = RequestHolds()
     let logger: Logger
     let clock = ContinuousClock()
 
@@ -195,7 +208,8 @@ struct SandboxRequestHandler: HTTPRequestHandler {
             let (response, event) = state.handle(request, now: now)
             return (response, event, !wasLocked && state.isLocked)
         }
-        responder.respond(response)
+        let route = SandboxState.route(method: request.head.method, path: request.head.path).route
+        core.holds.respond(route, response, with: responder)
         core.logger.debug("Sandbox request", metadata: [
             "connection.id": "\(context.connectionID)", "http.method": "\(request.head.method)",
             "http.path": "\(request.head.path)", "http.status": "\(response.status.code)",

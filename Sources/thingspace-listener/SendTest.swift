@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HTTPClient
 import ListenerApp
 import ThingSpace
 import ThingSpaceSandbox
@@ -45,7 +46,7 @@ struct SendTest: AsyncParsableCommand {
                 headers: [("Content-Type", "application/json"), ("User-Agent", "Verizon's callback service")],
                 body: sample.body)
             do {
-                let response = try http.send(request)
+                let response = try await http.send(request)
                 let ok = (200..<300).contains(response.status)
                 if !ok { failures += 1 }
                 print("\(ok ? "ok  " : "FAIL") \(response.status) \(sample.name) → \(sample.service) \(String(decoding: response.body.prefix(200), as: UTF8.self))")

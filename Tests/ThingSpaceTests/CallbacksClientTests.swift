@@ -1,5 +1,6 @@
 import Foundation
 import HTTP1
+import HTTPClient
 import Testing
 import ThingSpace
 import ThingSpaceSandbox

@@ -187,20 +187,6 @@ struct ConfigurationTests {
         #expect(api.description == "ThingSpace answered HTTP 400, E: M")
         #expect(ThingSpaceError.network("x").httpStatus == nil)
     }
-
-    @Test func backoffIsBoundedAndGrows() {
-        let policy = RetryPolicy(maxAttempts: 4, baseDelay: .milliseconds(100), maxDelay: .milliseconds(500))
-        for failures in 1...40 {
-            let delay = policy.delay(afterFailures: failures, retryAfter: nil)
-            let ceiling = min(Duration.milliseconds(100) * (1 << min(failures - 1, 30)), .milliseconds(500))
-            #expect(delay >= ceiling / 2 && delay <= ceiling)
-        }
-        #expect(policy.delay(afterFailures: 1, retryAfter: .seconds(60)) == .milliseconds(500))
-        #expect(policy.delay(afterFailures: 1, retryAfter: .milliseconds(300)) >= .milliseconds(300))
-        #expect(parseRetryAfter(" 7 ") == .seconds(7))
-        #expect(parseRetryAfter("Wed, 21 Oct 2015 07:28:00 GMT") == nil)
-        #expect(parseRetryAfter(nil) == nil)
-    }
 }
 
 @Suite("Authentication state machine")

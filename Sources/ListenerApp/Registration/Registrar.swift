@@ -1,7 +1,9 @@
 import Foundation
+import HTTPClient
 import Logging
 import Synchronization
 import ThingSpace
+import Vocabulary
 
 /// Keeps this listener registered with ThingSpace for every configured
 /// service. Start-up: for each service, List; keep a registration with our URL
@@ -116,9 +118,13 @@ final class Registrar: Sendable {
         thread.start()
     }
 
+    /// Until every service is registered or the service stops: never gives up on its own.
+    static let retryPolicy = RetryPolicy.unlimited(baseDelay: .seconds(1), maxDelay: .seconds(60))
+
     private func registerAll() {
-        var delay = 1.0
+        var failures = 0
         while true {
+            let delay = Self.retryPolicy.nextDelay(afterFailures: failures + 1, retryAfter: nil) ?? Self.retryPolicy.maxDelay
             var pending = false
             for target in targets where state.withLock({ $0.services[target.service] != .registered }) {
                 if isStopping { return }
@@ -134,7 +140,7 @@ final class Registrar: Sendable {
                         logger.error("registration stopped: \(error)")
                         return
                     }
-                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "registration.retry_in_seconds": "\(Int(delay))"])
+                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "registration.retry_in_seconds": "\(delay.components.seconds)"])
                 }
             }
             if !pending {
@@ -143,12 +149,12 @@ final class Registrar: Sendable {
                 return
             }
             metrics.setRegistrationState(.failed)
-            // Exponential backoff with jitter, at most a minute; shutdown wakes it.
+            // The shared backoff (exponential, equal jitter, at most a minute); shutdown wakes it.
+            failures += 1
             wake.lock()
-            if !isStopping { _ = wake.wait(until: Date(timeIntervalSinceNow: delay * Double.random(in: 0.8...1.2))) }
+            if !isStopping { _ = wake.wait(until: Date(timeIntervalSinceNow: delay.inSeconds)) }
             wake.unlock()
             if isStopping { return }
-            delay = min(delay * 2, 60)
         }
     }
 

@@ -1,146 +1,6 @@
-// A small blocking HTTP client over one libcurl easy handle.
-//
-// One handle per client, reused across calls so libcurl keeps its
-// connection cache (curl_easy_reset keeps live connections, DNS and TLS
-// session caches). A mutex serialises calls: one transfer at a time.
+// One libcurl easy handle and one transfer on it: options, callbacks that
+// collect the response, and the mapping of CURLcodes to error kinds.
 import CCurl
-import Synchronization
-
-/// libcurl is loaded and initialised once per process, before the first handle
-/// (Swift runs a global's initialiser exactly once, thread-safely): nil when it
-/// worked, else what failed.
-private let curlLoadError: String? = ccurl_load().map { String(cString: $0) }
-
-/// A transport failure: the request got no HTTP answer (or an unusable one).
-/// `message` is libcurl's own text; URLs we build carry no secrets.
-public struct CurlTransportError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
-        case timedOut
-        case couldNotResolveHost
-        case couldNotConnect
-        case tls
-        case responseTooLarge
-        case invalidRequest
-        case other
-    }
-
-    public var kind: Kind
-    /// The CURLcode, or -1 for a request refused before libcurl saw it.
-    public var curlCode: Int
-    public var message: String
-
-    public init(kind: Kind, curlCode: Int, message: String) {
-        self.kind = kind
-        self.curlCode = curlCode
-        self.message = message
-    }
-
-    public var description: String { "HTTP transport error (curl \(curlCode)): \(message)" }
-}
-
-public final class CurlHTTPClient: Sendable {
-    public enum Method: String, Sendable {
-        case get = "GET"
-        case post = "POST"
-        case put = "PUT"
-        case delete = "DELETE"
-    }
-
-    public struct Request: Sendable {
-        public var method: Method
-        public var url: String
-        /// Sent exactly as given. libcurl's `Expect: 100-continue` is always
-        /// suppressed, and so is its default form Content-Type when none is given.
-        public var headers: [(name: String, value: String)]
-        public var body: [UInt8]
-
-        public init(method: Method, url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
-            self.method = method
-            self.url = url
-            self.headers = headers
-            self.body = body
-        }
-    }
-
-    public struct Response: Sendable {
-        public var status: Int
-        /// Header fields of the final response, in received order.
-        public var headers: [(name: String, value: String)]
-        public var body: [UInt8]
-
-        public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
-            self.status = status
-            self.headers = headers
-            self.body = body
-        }
-
-        /// The first value of the header `name` (ASCII case-insensitive).
-        public func headerValue(_ name: String) -> String? {
-            headers.first { $0.name.lowercased() == name.lowercased() }?.value
-        }
-    }
-
-    public let connectTimeout: Duration
-    public let totalTimeout: Duration
-    public let maxResponseBytes: Int
-    private let handle: Mutex<EasyHandle>
-
-    /// - Parameters:
-    ///   - connectTimeout: limit for the TCP and TLS handshakes.
-    ///   - totalTimeout: limit for the whole transfer.
-    ///   - maxResponseBytes: a larger response body fails with `.responseTooLarge`.
-    /// TLS peers and host names are always verified; redirects are never
-    /// followed; libcurl's proxy environment variables are honoured.
-    public init(connectTimeout: Duration = .seconds(10), totalTimeout: Duration = .seconds(30), maxResponseBytes: Int = 4 << 20) {
-        self.connectTimeout = connectTimeout
-        self.totalTimeout = totalTimeout
-        self.maxResponseBytes = maxResponseBytes
-        self.handle = Mutex(EasyHandle())
-    }
-
-    deinit {
-        handle.withLock { $0.cleanup() }
-    }
-
-    /// Performs one exchange. Any HTTP status is a response; only a transport
-    /// failure throws. Blocks the calling thread; one call at a time.
-    public func send(_ request: Request) throws(CurlTransportError) -> Response {
-        if let curlLoadError {
-            throw CurlTransportError(kind: .other, curlCode: -1, message: curlLoadError)
-        }
-        try Self.validate(request)
-        let limits = TransferLimits(
-            connectTimeoutMS: connectTimeout.wholeMilliseconds,
-            totalTimeoutMS: totalTimeout.wholeMilliseconds,
-            maxResponseBytes: maxResponseBytes
-        )
-        return try handle.withLock { (easy: inout EasyHandle) throws(CurlTransportError) -> Response in
-            try easy.perform(request, limits: limits)
-        }
-    }
-
-    /// Refuses what would corrupt the request line or header section.
-    private static func validate(_ request: Request) throws(CurlTransportError) {
-        func invalid(_ message: String) -> CurlTransportError {
-            CurlTransportError(kind: .invalidRequest, curlCode: -1, message: message)
-        }
-        let lowered = request.url.lowercased()
-        guard lowered.hasPrefix("http://") || lowered.hasPrefix("https://") else {
-            throw invalid("URL must start with http:// or https://")
-        }
-        if request.url.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
-            throw invalid("URL contains a space or control character")
-        }
-        for field in request.headers {
-            if field.name.isEmpty || field.name.utf8.contains(where: { $0 <= 0x20 || $0 == UInt8(ascii: ":") || $0 >= 0x7F }) {
-                throw invalid("header name '\(field.name)' is not a token")
-            }
-            if field.value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
-                throw invalid("header '\(field.name)' has a line break in its value")
-            }
-        }
-    }
-}
 
 struct TransferLimits {
     var connectTimeoutMS: Int
@@ -148,23 +8,23 @@ struct TransferLimits {
     var maxResponseBytes: Int
 }
 
-/// Owns the CURL easy handle; used only under the client's mutex.
-private struct EasyHandle: ~Copyable {
-    private var pointer: UnsafeMutableRawPointer?
+/// Owns a CURL easy handle. Used by one thread at a time: it is either idle
+/// in a `HandlePool` (under its lock) or checked out by exactly one transfer.
+/// `curl_easy_reset` before each transfer keeps its live connections and its
+/// DNS and TLS session caches.
+final class EasyHandle: @unchecked Sendable {
+    private let pointer: UnsafeMutableRawPointer
 
-    /// Made on the first transfer, once `send` has loaded libcurl.
-    init() { pointer = nil }
-
-    mutating func cleanup() {
-        if let pointer { ccurl_easy_cleanup(pointer) }
-        pointer = nil
+    /// nil when libcurl cannot make a handle. Call only once libcurl is loaded.
+    init?() {
+        guard let pointer = ccurl_easy_init() else { return nil }
+        self.pointer = pointer
     }
 
-    mutating func perform(_ request: CurlHTTPClient.Request, limits: TransferLimits) throws(CurlTransportError) -> CurlHTTPClient.Response {
-        if pointer == nil { pointer = ccurl_easy_init() }
-        guard let easy = pointer else {
-            throw CurlTransportError(kind: .other, curlCode: -1, message: "curl_easy_init failed (out of memory?)")
-        }
+    deinit { ccurl_easy_cleanup(pointer) }
+
+    func perform(_ request: CurlHTTPClient.Request, limits: TransferLimits) throws(CurlTransportError) -> CurlHTTPClient.Response {
+        let easy = pointer
         ccurl_easy_reset(easy)
 
         let collector = ResponseCollector(maxBodyBytes: limits.maxResponseBytes)
@@ -306,19 +166,10 @@ private let collectHeader: ccurl_data_callback = { data, size, count, context in
 }
 
 extension Substring {
-    func trimmingSpaces() -> String {
+    fileprivate func trimmingSpaces() -> String {
         var slice = self[...]
         while let first = slice.first, first == " " || first == "\t" { slice = slice.dropFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice = slice.dropLast() }
         return String(slice)
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, at least 1 for any positive duration (libcurl reads 0 as "no limit").
-    var wholeMilliseconds: Int {
-        let (seconds, attoseconds) = components
-        let ms = Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
-        return self > .zero ? max(ms, 1) : 0
     }
 }
