@@ -119,7 +119,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // What tests share: temporary directories, the blocking client, polling, log capture.
+        // What tests share: temporary directories, the blocking client, polling, log capture,
+        // a socket that never answers, running work on threads at once.
         .target(
             name: "TestSupport",
             dependencies: [.product(name: "Logging", package: "swift-log")],

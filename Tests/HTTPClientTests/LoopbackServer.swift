@@ -98,22 +98,3 @@ final class LoopbackServer: Sendable {
         _ = done.wait(timeout: .now() + .seconds(3))
     }
 }
-
-/// Runs `body(0..<count)` on `count` threads of their own, all at once
-/// (not on Dispatch's pool, which is as wide as the machine), and returns
-/// the results in index order.
-func onThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
-    let results = Mutex<[Int: T]>([:])
-    let done = DispatchGroup()
-    for index in 0..<count {
-        done.enter()
-        let thread = Thread {
-            let result = body(index)
-            results.withLock { $0[index] = result }
-            done.leave()
-        }
-        thread.start()
-    }
-    done.wait()
-    return results.withLock { all in (0..<count).map { all[$0]! } }
-}

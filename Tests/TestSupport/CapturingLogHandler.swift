@@ -1,8 +1,9 @@
 import Logging
 import Synchronization
 
-/// Keeps every log entry of a test (level, message, metadata), to check what
-/// was logged and that no secret was.
+/// Keeps every log entry of a test (level, message, metadata, error), to check
+/// what was logged and that no secret was: `lines` renders each entry with its
+/// metadata and error.
 public final class LogCapture: Sendable {
     public struct Entry: Sendable {
         public var label: String
@@ -46,7 +47,9 @@ public struct CapturingLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        if let error = event.error { merged["error"] = "\(error)" }
+        // The event's error goes under "error"; if the metadata already has an
+        // "error", under "log.error", so a line renders both and loses neither.
+        if let error = event.error { merged[merged["error"] == nil ? "error" : "log.error"] = "\(error)" }
         capture.append(.init(label: label, level: event.level, message: "\(event.message)", metadata: merged))
     }
 }

@@ -1,5 +1,6 @@
 // What several test targets share: temporary directories, a blocking HTTP
-// client, polling, a collector, and a log handler that keeps what it is given.
+// client, polling, a collector, a log handler that keeps what it is given,
+// a socket that never answers, and a helper to run work on threads at once.
 import Foundation
 
 /// A fresh temporary directory, removed when the value goes away.

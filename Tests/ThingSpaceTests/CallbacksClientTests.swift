@@ -1,6 +1,7 @@
 import Foundation
 import HTTP1
 import HTTPClient
+import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
@@ -331,8 +332,8 @@ struct CallbacksClientTests {
             guard case ThingSpaceError.network = error else { return false }
             return true
         }
-        #expect(logs.all.filter { $0.contains("retrying") }.count == 2)
-        #expect(!logs.all.contains { $0.contains("CLIENT-SECRET-7f3a") || $0.contains("UWS-PASSWORD-91bd") })
+        #expect(logs.lines.filter { $0.contains("retrying") }.count == 2)
+        #expect(!logs.lines.contains { $0.contains("CLIENT-SECRET-7f3a") || $0.contains("UWS-PASSWORD-91bd") })
     }
 
     @Test func tokenIsCachedAcrossCalls() throws {

@@ -1,27 +1,9 @@
-import Dispatch
 import Foundation
 import HTTP1
-import Synchronization
+import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
-
-/// Runs `body(0..<count)` on `count` threads of their own, all at once, and
-/// returns the results in index order.
-func onThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
-    let results = Mutex<[Int: T]>([:])
-    let done = DispatchGroup()
-    for index in 0..<count {
-        done.enter()
-        Thread {
-            let result = body(index)
-            results.withLock { $0[index] = result }
-            done.leave()
-        }.start()
-    }
-    done.wait()
-    return results.withLock { all in (0..<count).map { all[$0]! } }
-}
 
 extension Result where Failure == any Error {
     var thingSpaceError: ThingSpaceError? {

@@ -1,6 +1,7 @@
 import Foundation
 import HTTP1
 import HTTPClient
+import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
@@ -32,7 +33,7 @@ struct DeliveryTests {
         try register(fixture, url: listener.url)
 
         #expect(!"\(fixture.sandbox.registrations)".contains(TestSecrets.callbackPassword))
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 4 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 4 })
         // Several resend intervals later, still four: the threshold stops it.
         Thread.sleep(forTimeInterval: 0.3)
         let deliveries = fixture.sandbox.deliveries
@@ -66,7 +67,7 @@ struct DeliveryTests {
         defer { listener.stop() }
         try register(fixture, url: listener.url)
 
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 2 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 2 })
         Thread.sleep(forTimeInterval: 0.3)
         let deliveries = fixture.sandbox.deliveries
         #expect(deliveries.map(\.callbackCount) == [1, 2])
@@ -84,7 +85,7 @@ struct DeliveryTests {
         defer { listener.stop() }
         try register(fixture, url: listener.url)
 
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 2 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 2 })
         let deliveries = fixture.sandbox.deliveries
         #expect(deliveries.map(\.outcome) == [.timedOut, .status(200)])
         #expect(deliveries.map(\.callbackCount) == [1, 2])
@@ -96,7 +97,7 @@ struct DeliveryTests {
         let listener = try TestListener(logger: fixture.logs.logger("listener")) { _ in (503, .zero) }
         defer { listener.stop() }
         try register(fixture, url: listener.url)
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 1 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 1 })
         _ = try fixture.makeClient().deregister(accountName: account, serviceName: "CarrierService")
         Thread.sleep(forTimeInterval: 0.6)
         // The resends found no listener: the callback is lost, as on ThingSpace.
@@ -113,7 +114,7 @@ struct DeliveryTests {
         let listener = try TestListener(logger: fixture.logs.logger("listener")) { _ in (200, .zero) }
         defer { listener.stop() }
         try register(fixture, url: listener.url)
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 3 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 3 })
         #expect(fixture.sandbox.deliverSample(serviceName: "CarrierService"))
         let deliveries = fixture.sandbox.deliveries
         #expect(deliveries.allSatisfy { $0.acknowledged && $0.callbackCount == 1 })
@@ -129,7 +130,7 @@ struct DeliveryTests {
         let fixture = try deliveringFixture { $0.maxCallbackThreshold = 2 }
         let closed = try SilentSocket(listening: false)
         try register(fixture, url: "http://127.0.0.1:\(closed.port)/callbacks/CarrierService")
-        #expect(waitUntil { fixture.sandbox.deliveries.count >= 2 })
+        #expect(eventually { fixture.sandbox.deliveries.count >= 2 })
         let deliveries = fixture.sandbox.deliveries
         #expect(deliveries.count == 2)
         #expect(deliveries.allSatisfy {

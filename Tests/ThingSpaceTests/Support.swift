@@ -4,40 +4,10 @@ import HTTP1
 import HTTPServer
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
-
-/// Collects every log line of a test, rendered with its metadata and error.
-final class LogCapture: Sendable {
-    private let lines = Mutex<[String]>([])
-
-    func logger(_ label: String) -> Logger {
-        var logger = Logger(label: label) { _ in CapturingLogHandler(capture: self) }
-        logger.logLevel = .trace
-        return logger
-    }
-
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
-}
-
-struct CapturingLogHandler: LogHandler {
-    let capture: LogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        let rendered = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        capture.append("\(event.level) \(event.message) \(rendered) \(event.error.map { "\($0)" } ?? "")")
-    }
-}
 
 /// Secrets used by the tests: distinctive, so a leak is unmistakable.
 enum TestSecrets {
@@ -97,7 +67,7 @@ final class SandboxFixture {
             }
             if let session = entry.headers["VZ-M2M-Token"] { secrets.append(session) }
         }
-        let lines = logs.all
+        let lines = logs.lines
         if ProcessInfo.processInfo.environment["PRINT_TEST_LOGS"] != nil { print(lines.joined(separator: "\n")) }
         #expect(!lines.isEmpty, "the test should have produced log lines", sourceLocation: sourceLocation)
         for secret in Set(secrets) where !secret.isEmpty {
@@ -105,16 +75,6 @@ final class SandboxFixture {
             #expect(leaks.isEmpty, "secret leaked into logs: \(leaks)", sourceLocation: sourceLocation)
         }
     }
-}
-
-/// Polls `condition` every 10 ms for at most `timeout`.
-func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.01)
-    }
-    return condition()
 }
 
 /// A callback listener for delivery tests: records every request and

@@ -1,5 +1,4 @@
 // A loopback socket that never answers, for transport-error tests.
-// (HTTPClientTests has the same helper: test targets share no code yet.)
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,11 +7,11 @@ import Darwin
 
 /// A TCP socket bound to 127.0.0.1 on an ephemeral port that never answers:
 /// listening (connections complete, no reply) or not (connections refused).
-final class SilentSocket {
-    let fd: Int32
-    let port: Int
+public final class SilentSocket {
+    public let fd: Int32
+    public let port: Int
 
-    init(listening: Bool) throws {
+    public init(listening: Bool) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketError.failed("socket") }
         var address = sockaddr_in()
@@ -34,5 +33,5 @@ final class SilentSocket {
 
     deinit { close(fd) }
 
-    enum SocketError: Error { case failed(String) }
+    public enum SocketError: Error { case failed(String) }
 }
