@@ -19,7 +19,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build release run test check-units bench fuzz install uninstall clean deps-run deps-test deps-bench
+.PHONY: all build release run test lint format check-units bench fuzz install uninstall clean deps-run deps-test deps-bench
 
 all: build
 
@@ -44,12 +44,19 @@ run: release
 	mkdir -p var
 	$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener serve --config $(CONFIG)
 
-test: deps-test check-units
+test: deps-test check-units lint
 	$(SWIFT) build --build-tests
 	@# The log's tail repeats every failure, so a truncated CI log still names them.
 	@set -o pipefail; THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
 		$(SWIFT) test --skip-build 2>&1 | tee .build/test.log || { \
 		echo "== Failures:"; grep -aE '✘|error:|fatal' .build/test.log | tail -60; exit 1; }
+
+# The style of .swift-format, checked (never rewritten) by `make test`; `make format` applies it.
+FORMAT_PATHS := Package.swift Sources Tests bench/Server bench/ParserBench Fuzz
+lint:
+	$(SWIFT) format lint --strict --parallel -r $(FORMAT_PATHS)
+format:
+	$(SWIFT) format format --in-place --parallel -r $(FORMAT_PATHS)
 
 # systemd-analyze security (exposure ≤ 1.2) and verify, offline.
 check-units: deps-test

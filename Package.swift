@@ -14,7 +14,7 @@ let package = Package(
     name: "thingspace-listener",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "thingspace-listener", targets: ["thingspace-listener"]),
+        .executable(name: "thingspace-listener", targets: ["thingspace-listener"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -65,13 +65,16 @@ let package = Package(
         // callback delivery) for `make run`, the `sandbox` command and tests.
         .target(
             name: "ThingSpaceSandbox",
-            dependencies: ["HTTP1", "HTTPServer", "HTTPClient", "ThingSpace", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "HTTP1", "HTTPServer", "HTTPClient", "ThingSpace", "Vocabulary", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON",
+                "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -102,7 +105,9 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "SQLiteStoreTests",
-            dependencies: ["SQLiteStore", "CallbackStore", "CSQLite", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SQLiteStore", "CallbackStore", "CSQLite", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // The same tests for every backend: what the store API promises.
@@ -131,7 +136,8 @@ let package = Package(
             name: "ListenerAppTests",
             dependencies: [
                 "ListenerApp", "TestSupport",
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "HTTP1", "HTTPServer", "CallbackStore", "ThingSpace", "ThingSpaceSandbox",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "HTTP1", "HTTPServer", "CallbackStore",
+                "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -229,7 +229,8 @@ enum RequestHeadParser {
             if framing.expectsContinue { expectation = .continue100 }
         }
 
-        let keepAlive = version == .http1_1
+        let keepAlive =
+            version == .http1_1
             ? !framing.connectionClose
             : framing.connectionKeepAlive && !framing.connectionClose
 

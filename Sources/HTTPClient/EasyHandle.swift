@@ -74,9 +74,10 @@ final class EasyHandle: @unchecked Sendable {
                     if request.body.isEmpty {
                         setup.append(ccurl_setopt_string(easy, CURLOPT_COPYPOSTFIELDS, ""))
                     } else {
-                        setup.append(request.body.withUnsafeBufferPointer { bytes in
-                            ccurl_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
-                        })
+                        setup.append(
+                            request.body.withUnsafeBufferPointer { bytes in
+                                ccurl_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: bytes.baseAddress))
+                            })
                     }
                 }
                 if let failed = setup.first(where: { $0 != CURLE_OK }) { return failed }
@@ -105,7 +106,7 @@ final class EasyHandle: @unchecked Sendable {
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: .couldNotResolveHost
         case CURLE_COULDNT_CONNECT: .couldNotConnect
         case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM,
-             CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR:
+            CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR:
             .tls
         case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL: .invalidRequest
         default: .other

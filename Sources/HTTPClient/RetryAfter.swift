@@ -22,16 +22,21 @@ public func parseRetryAfter(_ value: String?, now: Date = Date()) -> Duration? {
 /// or `Sun Nov  6 08:49:37 1994`), always UTC; nil if it is none of them.
 public func parseHTTPDate(_ text: String) -> Date? {
     let fields = text.split(separator: " ", omittingEmptySubsequences: true)
-    let day: Int, month: Int, year: Int, time: Substring
+    let day: Int
+    let month: Int
+    let year: Int
+    let time: Substring
     switch fields.count {
     case 6:  // IMF-fixdate: day-name "," day month year time "GMT"
         guard fields[0].hasSuffix(","), fields[5] == "GMT", fields[1].count == 2, fields[3].count == 4,
-              let d = Int(fields[1]), let m = monthNumber(fields[2]), let y = Int(fields[3]) else { return nil }
+            let d = Int(fields[1]), let m = monthNumber(fields[2]), let y = Int(fields[3])
+        else { return nil }
         (day, month, year, time) = (d, m, y, fields[4])
     case 4:  // RFC 850: day-name "," day "-" month "-" 2DIGIT-year time "GMT"
         let parts = fields[1].split(separator: "-", omittingEmptySubsequences: false)
         guard fields[0].hasSuffix(","), fields[3] == "GMT", parts.count == 3, parts[0].count == 2, parts[2].count == 2,
-              let d = Int(parts[0]), let m = monthNumber(parts[1]), let yy = Int(parts[2]) else { return nil }
+            let d = Int(parts[0]), let m = monthNumber(parts[1]), let yy = Int(parts[2])
+        else { return nil }
         // Two-digit years: 70–99 are 19xx, 00–69 are 20xx.
         (day, month, year, time) = (d, m, yy < 70 ? 2000 + yy : 1900 + yy, fields[2])
     case 5:  // asctime: day-name month day time year
@@ -42,9 +47,9 @@ public func parseHTTPDate(_ text: String) -> Date? {
     }
     let clock = time.split(separator: ":", omittingEmptySubsequences: false)
     guard clock.count == 3, clock.allSatisfy({ $0.count == 2 }),
-          let hour = Int(clock[0]), let minute = Int(clock[1]), let second = Int(clock[2]),
-          (0...23).contains(hour), (0...59).contains(minute), (0...60).contains(second),
-          (1...31).contains(day), (1...9999).contains(year)
+        let hour = Int(clock[0]), let minute = Int(clock[1]), let second = Int(clock[2]),
+        (0...23).contains(hour), (0...59).contains(minute), (0...60).contains(second),
+        (1...31).contains(day), (1...9999).contains(year)
     else { return nil }
     let days = daysSince1970(year: year, month: month, day: day)
     return Date(timeIntervalSince1970: TimeInterval(days * 86_400 + hour * 3600 + minute * 60 + second))

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Dispatch
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Accepts connections from the listening sockets and hands them to the
 /// loops round-robin. Every member is touched only on `queue`.
@@ -122,7 +123,8 @@ final class Acceptor: @unchecked Sendable {
                 // Shed load: closing at once is cheaper than queueing work we cannot do.
                 _ = close(fd)
                 core.connectionClosed()
-                core.logger.debug("connection shed: too many open connections", metadata: ["http.max_connections": "\(core.maxConnections)"])
+                core.logger.debug(
+                    "connection shed: too many open connections", metadata: ["http.max_connections": "\(core.maxConnections)"])
                 continue
             }
             // (accept4 is not visible from Swift's Glibc module: two fcntl calls instead.)

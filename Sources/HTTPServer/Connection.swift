@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import HTTP1
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// One accepted socket. Every member is touched only on `loop.queue`
 /// (hence `@unchecked Sendable`, checked at each entry point); responders
@@ -226,9 +227,10 @@ final class Connection: @unchecked Sendable {
         let sequence = nextRequestSequence
         nextRequestSequence += 1
         let keepAlive = request.head.keepAlive && !isDraining
-        owed.append(OwedResponse(
-            keepAlive: keepAlive, version: request.head.version,
-            isHeadRequest: request.head.method == "HEAD", response: nil))
+        owed.append(
+            OwedResponse(
+                keepAlive: keepAlive, version: request.head.version,
+                isHeadRequest: request.head.method == "HEAD", response: nil))
         if !keepAlive { state.finish(after: sequence) }
         core.handler.handle(request, context: context, responder: HTTPResponder(connection: self, sequence: sequence))
     }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The Linux epoll calls, for the per-queue readiness sets (see IOLoop).
@@ -23,11 +23,11 @@ enum Epoll {
     private static let closeOnExec: Int32 = 0o2000000  // EPOLL_CLOEXEC == O_CLOEXEC
 
     #if arch(x86_64)
-    static let eventStride = 12
-    private static let dataOffset = 4
+        static let eventStride = 12
+        private static let dataOffset = 4
     #else
-    static let eventStride = 16
-    private static let dataOffset = 8
+        static let eventStride = 16
+        private static let dataOffset = 8
     #endif
 
     private typealias CreateFunction = @convention(c) (Int32) -> Int32

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Thin wrappers over the socket calls the server makes. Linux first.
@@ -88,9 +88,9 @@ enum Socket {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         #if canImport(Glibc)
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         #else
-        hints.ai_socktype = SOCK_STREAM
+            hints.ai_socktype = SOCK_STREAM
         #endif
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
         var list: UnsafeMutablePointer<addrinfo>?
@@ -108,9 +108,9 @@ enum Socket {
             let family = info.pointee.ai_family
             guard family == AF_INET || family == AF_INET6 else { continue }
             #if canImport(Glibc)
-            let type = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
+                let type = Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)
             #else
-            let type = SOCK_STREAM
+                let type = SOCK_STREAM
             #endif
             let fd = socket(family, type, 0)
             guard fd >= 0 else {
@@ -151,9 +151,9 @@ enum Socket {
             throw .invalidListeningSocket(fd: fd, reason: "not a socket")
         }
         #if canImport(Glibc)
-        let stream = Int32(SOCK_STREAM.rawValue)
+            let stream = Int32(SOCK_STREAM.rawValue)
         #else
-        let stream = SOCK_STREAM
+            let stream = SOCK_STREAM
         #endif
         guard type == stream else { throw .invalidListeningSocket(fd: fd, reason: "not a stream (TCP) socket") }
         guard intOption(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1 else {

@@ -61,7 +61,10 @@ public struct JSONScanner {
                 try skipValue()
                 try member(name, start..<index)
                 skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
+                if peek() == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 try expect(UInt8(ascii: "}"), "',' or '}' in an object")
                 break
             }
@@ -88,7 +91,10 @@ public struct JSONScanner {
                 try skipValue()
                 try element(start..<index)
                 skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
+                if peek() == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 try expect(UInt8(ascii: "]"), "',' or ']' in an array")
                 break
             }
@@ -161,7 +167,10 @@ public struct JSONScanner {
                     try skipValue()
                 }
                 skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
+                if peek() == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 try expect(UInt8(ascii: "}"), "',' or '}' in an object")
                 break
             }
@@ -195,7 +204,10 @@ public struct JSONScanner {
                 first = false
                 try scanValue(canonical: &canonical)
                 skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
+                if peek() == UInt8(ascii: ",") {
+                    index += 1
+                    continue
+                }
                 try expect(UInt8(ascii: "]"), "',' or ']' in an array")
                 break
             }
@@ -328,12 +340,20 @@ public struct JSONScanner {
         var upperBound: UInt8 = 0xBF
         switch lead {
         case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; lowerBound = 0xA0
+        case 0xE0:
+            length = 3
+            lowerBound = 0xA0
         case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; upperBound = 0x9F
-        case 0xF0: length = 4; lowerBound = 0x90
+        case 0xED:
+            length = 3
+            upperBound = 0x9F
+        case 0xF0:
+            length = 4
+            lowerBound = 0x90
         case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; upperBound = 0x8F
+        case 0xF4:
+            length = 4
+            upperBound = 0x8F
         default: throw .invalidUTF8(offset: index)
         }
         guard index + length <= bytes.count else { throw .invalidUTF8(offset: index) }
@@ -363,7 +383,11 @@ public struct JSONScanner {
         }
         while i < content.count {
             let byte = content[i]
-            guard byte == UInt8(ascii: "\\") else { utf8.append(byte); i += 1; continue }
+            guard byte == UInt8(ascii: "\\") else {
+                utf8.append(byte)
+                i += 1
+                continue
+            }
             let escaped = content[i + 1]
             i += 2
             switch escaped {

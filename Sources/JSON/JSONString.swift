@@ -25,15 +25,25 @@ public enum JSONString {
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
-            guard needsEscape(byte) else { index += 1; continue }
+            guard needsEscape(byte) else {
+                index += 1
+                continue
+            }
             if runStart < index { output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index])) }
             switch byte {
-            case UInt8(ascii: "\""): output.append(UInt8(ascii: "\\")); output.append(UInt8(ascii: "\""))
-            case UInt8(ascii: "\\"): output.append(UInt8(ascii: "\\")); output.append(UInt8(ascii: "\\"))
+            case UInt8(ascii: "\""):
+                output.append(UInt8(ascii: "\\"))
+                output.append(UInt8(ascii: "\""))
+            case UInt8(ascii: "\\"):
+                output.append(UInt8(ascii: "\\"))
+                output.append(UInt8(ascii: "\\"))
             default:
-                output.append(UInt8(ascii: "\\")); output.append(UInt8(ascii: "u"))
-                output.append(UInt8(ascii: "0")); output.append(UInt8(ascii: "0"))
-                output.append(hexDigit(byte >> 4)); output.append(hexDigit(byte & 0xF))
+                output.append(UInt8(ascii: "\\"))
+                output.append(UInt8(ascii: "u"))
+                output.append(UInt8(ascii: "0"))
+                output.append(UInt8(ascii: "0"))
+                output.append(hexDigit(byte >> 4))
+                output.append(hexDigit(byte & 0xF))
             }
             index += 1
             runStart = index

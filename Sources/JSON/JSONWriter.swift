@@ -31,9 +31,15 @@ public struct JSONWriter: Sendable {
 
     // MARK: Containers
 
-    public mutating func beginObject() { separate(); bytes.append(UInt8(ascii: "{")) }
+    public mutating func beginObject() {
+        separate()
+        bytes.append(UInt8(ascii: "{"))
+    }
     public mutating func endObject() { bytes.append(UInt8(ascii: "}")) }
-    public mutating func beginArray() { separate(); bytes.append(UInt8(ascii: "[")) }
+    public mutating func beginArray() {
+        separate()
+        bytes.append(UInt8(ascii: "["))
+    }
     public mutating func endArray() { bytes.append(UInt8(ascii: "]")) }
 
     /// An object member's name and the colon; its value comes next.
@@ -99,7 +105,10 @@ public struct JSONWriter: Sendable {
 
     /// Decimal digits without going through `String`.
     private mutating func appendDecimal(_ value: some BinaryInteger) {
-        if value == 0 { bytes.append(UInt8(ascii: "0")); return }
+        if value == 0 {
+            bytes.append(UInt8(ascii: "0"))
+            return
+        }
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         let first = bytes.count
         var rest = value.magnitude

@@ -64,7 +64,8 @@ public final class ListenerService: Sendable {
             configuration: configuration, store: store, metrics: metrics,
             socket: passed.first(where: { $0.name != "admin" })?.descriptor, logger: logger
         )
-        let sandbox = configuration.thingspace.sandbox ? SandboxPart(configuration: configuration, server: callbackServer, logger: logger) : nil
+        let sandbox =
+            configuration.thingspace.sandbox ? SandboxPart(configuration: configuration, server: callbackServer, logger: logger) : nil
         let registrar = RegistrarPart(configuration: configuration, sandbox: sandbox, metrics: metrics, logger: logger)
         if !registrar.isEnabled { metrics.setRegistrationState(.off) }
         let readiness = ReadinessPart(notifier: notifier, registrar: registrar)

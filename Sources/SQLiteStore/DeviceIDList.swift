@@ -10,8 +10,10 @@ enum DeviceIDList {
         json.beginArray()
         for device in devices {
             json.beginObject()
-            json.key("id"); json.string(device.id)
-            json.key("kind"); json.string(device.kind)
+            json.key("id")
+            json.string(device.id)
+            json.key("kind")
+            json.string(device.kind)
             json.endObject()
         }
         json.endArray()

@@ -1,12 +1,13 @@
+import Synchronization
+
 // A SQLite connection and its statement cache may be used by one thread at a
 // time. This checks it, rather than only saying so: every use is bracketed,
 // and a second thread entering while one is inside traps at once, naming
 // the connection, instead of corrupting the statement cache.
 #if canImport(Glibc)
-import CallbackStore
-import Glibc
+    import CallbackStore
+    import Glibc
 #endif
-import Synchronization
 
 final class ExclusiveUse: Sendable {
     private let holder = Atomic<UInt>(0)

@@ -5,11 +5,11 @@ import Synchronization
 import Vocabulary
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Group commit in front of a store, in two pipelined stages on two dedicated threads:
@@ -61,8 +61,9 @@ public final class GroupCommitWriter: CallbackIntake, CallbackMaintenance {
         logger: Logger,
         observer: Observer? = nil
     ) {
-        self.init(store: store, capacity: capacity, maxQueuedBytes: maxQueuedBytes, logger: logger, observer: observer)
-            { writeAheadLog throws(CallbackStoreError) in try writeAheadLog.sync() }
+        self.init(store: store, capacity: capacity, maxQueuedBytes: maxQueuedBytes, logger: logger, observer: observer) {
+            writeAheadLog throws(CallbackStoreError) in try writeAheadLog.sync()
+        }
     }
 
     /// `beforeCommit` runs on the writer thread before each commit (tests hold the writer there).
@@ -114,10 +115,11 @@ public final class GroupCommitWriter: CallbackIntake, CallbackMaintenance {
     public func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
         let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Int, CallbackStoreError>, Never>) in
             let queued = mailbox.perform { store, recover in
-                done.resume(returning: Result { () throws(CallbackStoreError) -> Int in
-                    try recover()
-                    return try store.purge(olderThan: cutoff)
-                })
+                done.resume(
+                    returning: Result { () throws(CallbackStoreError) -> Int in
+                        try recover()
+                        return try store.purge(olderThan: cutoff)
+                    })
             }
             if !queued { done.resume(returning: .failure(.closed)) }
         }
@@ -295,8 +297,9 @@ private struct WriterLoop {
         do {
             try recoverFromFailedSync()
             let (receipts, writeAheadLog) = try store.insertUnsynced(batch.map(\.callback))
-            syncStage.submit(SyncStage.Ticket(
-                batch: batch, receipts: receipts, writeAheadLog: writeAheadLog, started: start, sequence: sequence))
+            syncStage.submit(
+                SyncStage.Ticket(
+                    batch: batch, receipts: receipts, writeAheadLog: writeAheadLog, started: start, sequence: sequence))
         } catch {
             outcomes.failed(batch, error: error, started: start, sequence: sequence)
         }

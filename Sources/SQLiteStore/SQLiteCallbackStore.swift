@@ -353,11 +353,12 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         try connection.withStatement(sql) { statement throws(CallbackStoreError) in
             var counts: [CallbackStats.Count] = []
             while try statement.step() {
-                counts.append(CallbackStats.Count(
-                    key: statement.text(0),
-                    count: Int(statement.int64(1) ?? 0),
-                    duplicates: Int(statement.int64(2) ?? 0)
-                ))
+                counts.append(
+                    CallbackStats.Count(
+                        key: statement.text(0),
+                        count: Int(statement.int64(1) ?? 0),
+                        duplicates: Int(statement.int64(2) ?? 0)
+                    ))
             }
             return counts
         }

@@ -2,11 +2,11 @@ import CSQLite
 import CallbackStore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One SQLite connection with its prepared statements cached by SQL text.

@@ -1,4 +1,5 @@
 import CallbackStore
+
 /// The database layout, versioned with `PRAGMA user_version`.
 ///
 /// Devices are looked up through `callback_devices` (one row per callback and device id) rather than

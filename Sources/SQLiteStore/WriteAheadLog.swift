@@ -1,8 +1,8 @@
 #if canImport(Glibc)
-import CallbackStore
-import Glibc
+    import CallbackStore
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The store's WAL file, held open only to make committed transactions durable.

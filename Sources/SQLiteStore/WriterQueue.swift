@@ -1,4 +1,5 @@
 import CallbackStore
+
 /// The bounded queue in front of the writer thread and the writer's lifecycle, as a plain value.
 /// `WriterMailbox` guards it with a lock; every transition is a method here.
 ///

@@ -130,7 +130,9 @@ public struct CallbackEnvelope: Sendable {
             var kind: String?
             var scanner = JSONScanner(UnsafeBufferPointer(rebasing: buffer[element]))
             try? scanner.scanTopLevelObject { (name, valueRange) throws(JSONScanner.Failure) in
-                var value = JSONScanner(UnsafeBufferPointer(rebasing: buffer[element.lowerBound + valueRange.lowerBound ..< element.lowerBound + valueRange.upperBound]))
+                var value = JSONScanner(
+                    UnsafeBufferPointer(
+                        rebasing: buffer[element.lowerBound + valueRange.lowerBound..<element.lowerBound + valueRange.upperBound]))
                 if name == "id" { id = try? value.scanString() }
                 if name == "kind" { kind = try? value.scanString() }
             }

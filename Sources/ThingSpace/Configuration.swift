@@ -25,10 +25,12 @@ public struct ThingSpaceCredentials: Sendable, Hashable, CustomStringConvertible
     }
     public var debugDescription: String { description }
     public var customMirror: Mirror {
-        Mirror(self, children: [
-            "clientID": clientID, "clientSecret": Redaction.marker,
-            "username": username, "password": Redaction.marker,
-        ])
+        Mirror(
+            self,
+            children: [
+                "clientID": clientID, "clientSecret": Redaction.marker,
+                "username": username, "password": Redaction.marker,
+            ])
     }
 
     /// Checks that none is empty (an empty login counts as a failed one).

@@ -60,10 +60,12 @@ public final class ConnectivityCallbacksClient: Sendable {
             CurlHTTPClient.Request(method: .get, url: self.url(path), headers: self.apiHeaders(token, session))
         }
         let callbacks = try Self.decodeList(response.body)
-        logger.info("Listed ThingSpace callbacks", metadata: [
-            "thingspace.account": "\(accountName)",
-            "thingspace.callbacks": "\(callbacks.map { "\($0.serviceName ?? "?")=\(redactingUserInfo($0.url ?? ""))" })",
-        ])
+        logger.info(
+            "Listed ThingSpace callbacks",
+            metadata: [
+                "thingspace.account": "\(accountName)",
+                "thingspace.callbacks": "\(callbacks.map { "\($0.serviceName ?? "?")=\(redactingUserInfo($0.url ?? ""))" })",
+            ])
         return callbacks
     }
 
@@ -84,10 +86,14 @@ public final class ConnectivityCallbacksClient: Sendable {
             headers.append((name: "Content-Type", value: "application/json"))
             return CurlHTTPClient.Request(method: .post, url: self.url(path), headers: headers, body: body)
         }
-        let result = try Self.decodeActionResult(response.body, fallback: CallbackActionResult(accountName: accountName, serviceName: request.name))
-        logger.info("Registered ThingSpace callback", metadata: [
-            "thingspace.account": "\(accountName)", "thingspace.service": "\(request.name)", "thingspace.url": "\(redactingUserInfo(request.url))",
-        ])
+        let result = try Self.decodeActionResult(
+            response.body, fallback: CallbackActionResult(accountName: accountName, serviceName: request.name))
+        logger.info(
+            "Registered ThingSpace callback",
+            metadata: [
+                "thingspace.account": "\(accountName)", "thingspace.service": "\(request.name)",
+                "thingspace.url": "\(redactingUserInfo(request.url))",
+            ])
         return result
     }
 
@@ -102,10 +108,13 @@ public final class ConnectivityCallbacksClient: Sendable {
         let response = try callAPI("deregister", account: accountName) { token, session in
             CurlHTTPClient.Request(method: .delete, url: self.url(path), headers: self.apiHeaders(token, session))
         }
-        let result = try Self.decodeActionResult(response.body, fallback: CallbackActionResult(accountName: accountName, serviceName: serviceName))
-        logger.info("Deregistered ThingSpace callback", metadata: [
-            "thingspace.account": "\(accountName)", "thingspace.service": "\(serviceName)",
-        ])
+        let result = try Self.decodeActionResult(
+            response.body, fallback: CallbackActionResult(accountName: accountName, serviceName: serviceName))
+        logger.info(
+            "Deregistered ThingSpace callback",
+            metadata: [
+                "thingspace.account": "\(accountName)", "thingspace.service": "\(serviceName)",
+            ])
         return result
     }
 
@@ -186,9 +195,11 @@ public final class ConnectivityCallbacksClient: Sendable {
                         logger.error("ThingSpace operation failed after \(failures) tries", metadata: metadata)
                         throw error.error
                     }
-                    logger.warning("ThingSpace operation failed; retrying", metadata: metadata.merging([
-                        "thingspace.attempt": "\(failures)", "thingspace.retry_in_ms": "\(delay.inMilliseconds)",
-                    ]) { $1 })
+                    logger.warning(
+                        "ThingSpace operation failed; retrying",
+                        metadata: metadata.merging([
+                            "thingspace.attempt": "\(failures)", "thingspace.retry_in_ms": "\(delay.inMilliseconds)",
+                        ]) { $1 })
                     Thread.sleep(forTimeInterval: delay.inSeconds)
                 }
             }
@@ -211,9 +222,11 @@ public final class ConnectivityCallbacksClient: Sendable {
             }
             switch status {
             case 200..<300:
-                self.logger.debug("ThingSpace call succeeded", metadata: [
-                    "thingspace.operation": "\(operation)", "thingspace.account": "\(account)", "thingspace.status": "\(status)",
-                ])
+                self.logger.debug(
+                    "ThingSpace call succeeded",
+                    metadata: [
+                        "thingspace.operation": "\(operation)", "thingspace.account": "\(account)", "thingspace.status": "\(status)",
+                    ])
                 return response
             case 401, 403:
                 throw AttemptFailure(error: Self.apiError(response), disposition: .renewSignIn(session: signedIn.session))
@@ -330,9 +343,11 @@ public final class ConnectivityCallbacksClient: Sendable {
             let fetched = AuthState.AccessToken(
                 value: token.accessToken, renewAt: requestedAt + lifetime - configuration.tokenRenewalMargin)
             state.withLock { $0.auth.tokenFetched(fetched) }
-            logger.info("ThingSpace access token fetched", metadata: [
-                "thingspace.expires_in": "\(token.expiresIn.map(String.init) ?? "unknown")",
-            ])
+            logger.info(
+                "ThingSpace access token fetched",
+                metadata: [
+                    "thingspace.expires_in": "\(token.expiresIn.map(String.init) ?? "unknown")"
+                ])
             return token.accessToken
         case 400, 401, 403:
             throw refuse(.oauthClient, response)
@@ -361,7 +376,8 @@ public final class ConnectivityCallbacksClient: Sendable {
         let response = try send(request)
         switch response.status {
         case 200..<300:
-            guard let session = try? JSONDecoder().decode(SessionToken.self, from: Data(response.body)), !session.sessionToken.isEmpty else {
+            guard let session = try? JSONDecoder().decode(SessionToken.self, from: Data(response.body)), !session.sessionToken.isEmpty
+            else {
                 throw .fatal(.invalidResponse("the session login answer (HTTP \(response.status)) has no sessionToken"))
             }
             let now = clock.now
@@ -385,10 +401,12 @@ public final class ConnectivityCallbacksClient: Sendable {
         let error = ThingSpaceError.invalidCredentials(
             kind: kind, status: response.status, errorCode: detail.errorCode, errorMessage: detail.errorMessage)
         state.withLock { $0.auth.refused(error) }
-        logger.critical("ThingSpace refused the login; no further login will be attempted", metadata: [
-            "thingspace.credentials": "\(kind.rawValue)", "thingspace.status": "\(response.status)",
-            "thingspace.error_code": "\(detail.errorCode ?? "")",
-        ])
+        logger.critical(
+            "ThingSpace refused the login; no further login will be attempted",
+            metadata: [
+                "thingspace.credentials": "\(kind.rawValue)", "thingspace.status": "\(response.status)",
+                "thingspace.error_code": "\(detail.errorCode ?? "")",
+            ])
         return .fatal(error)
     }
 

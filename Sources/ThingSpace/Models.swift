@@ -32,15 +32,17 @@ public struct RegisterCallbackRequest: Codable, Sendable, Hashable, CustomString
         if !isValidPathSegment(name) { throw .invalidArgument("the callback service name '\(name)' contains a control character") }
         let lowered = url.lowercased()
         guard lowered.hasPrefix("https://") || lowered.hasPrefix("http://"),
-              let parsed = URLComponents(string: url), let host = parsed.host, !host.isEmpty
+            let parsed = URLComponents(string: url), let host = parsed.host, !host.isEmpty
         else {
             throw .invalidArgument("the callback URL '\(url)' is not an absolute http(s) URL")
         }
         if let username, username.count > Self.maxCredentialLength {
-            throw .invalidArgument("the callback username has \(username.count) characters; ThingSpace accepts at most \(Self.maxCredentialLength)")
+            throw .invalidArgument(
+                "the callback username has \(username.count) characters; ThingSpace accepts at most \(Self.maxCredentialLength)")
         }
         if let password, password.count > Self.maxCredentialLength {
-            throw .invalidArgument("the callback password has \(password.count) characters; ThingSpace accepts at most \(Self.maxCredentialLength)")
+            throw .invalidArgument(
+                "the callback password has \(password.count) characters; ThingSpace accepts at most \(Self.maxCredentialLength)")
         }
     }
 
@@ -71,7 +73,9 @@ public struct ConnectivityManagementCallback: Codable, Sendable, Hashable, Custo
     /// ThingSpace returns it in clear text: print `redacted`, never this.
     public var password: String?
 
-    public init(accountName: String? = nil, serviceName: String? = nil, url: String? = nil, username: String? = nil, password: String? = nil) {
+    public init(
+        accountName: String? = nil, serviceName: String? = nil, url: String? = nil, username: String? = nil, password: String? = nil
+    ) {
         self.accountName = accountName
         self.serviceName = serviceName
         self.url = url
@@ -88,7 +92,8 @@ public struct ConnectivityManagementCallback: Codable, Sendable, Hashable, Custo
 
     public var description: String {
         let shown = redacted
-        return "ConnectivityManagementCallback(accountName: \(shown.accountName ?? "nil"), serviceName: \(shown.serviceName ?? "nil"), url: \(shown.url.map(redactingUserInfo) ?? "nil"), username: \(shown.username ?? "nil"), password: \(shown.password ?? "nil"))"
+        return
+            "ConnectivityManagementCallback(accountName: \(shown.accountName ?? "nil"), serviceName: \(shown.serviceName ?? "nil"), url: \(shown.url.map(redactingUserInfo) ?? "nil"), username: \(shown.username ?? "nil"), password: \(shown.password ?? "nil"))"
     }
     public var debugDescription: String { description }
 
@@ -258,8 +263,10 @@ struct ErrorDetail: Equatable {
             return ErrorDetail(errorCode: fault.fault.code, errorMessage: fault.fault.message, isGatewayFault: true)
         }
         if object["errorCode"] != nil || object["errorMessage"] != nil {
-            return ErrorDetail(errorCode: object["errorCode"] as? String, errorMessage: object["errorMessage"] as? String, isGatewayFault: false)
+            return ErrorDetail(
+                errorCode: object["errorCode"] as? String, errorMessage: object["errorMessage"] as? String, isGatewayFault: false)
         }
-        return ErrorDetail(errorCode: object["error"] as? String, errorMessage: object["error_description"] as? String, isGatewayFault: false)
+        return ErrorDetail(
+            errorCode: object["error"] as? String, errorMessage: object["error_description"] as? String, isGatewayFault: false)
     }
 }

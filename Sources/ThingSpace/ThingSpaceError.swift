@@ -30,7 +30,8 @@ public enum ThingSpaceError: Error, Sendable, Equatable, CustomStringConvertible
         case let .network(message):
             return "Could not reach ThingSpace: \(message)"
         case let .invalidCredentials(kind, status, errorCode, errorMessage):
-            let advice = kind == .sessionLogin
+            let advice =
+                kind == .sessionLogin
                 ? "check the configured username and password; not retried, because five failed logins lock the account until Verizon support unlocks it"
                 : "check the configured OAuth client key and secret; not retried"
             return "ThingSpace refused the \(kind.rawValue) (HTTP \(status)\(Self.detail(errorCode, errorMessage))): \(advice)"

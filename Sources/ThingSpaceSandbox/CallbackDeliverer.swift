@@ -124,12 +124,14 @@ final class CallbackDeliverer: Sendable {
             return
         }
         guard callbackCount < configuration.maxCallbackThreshold else {
-            logger.warning("Sandbox callback not acknowledged; giving up (archived)",
-                           metadata: metadata.merging(["callback.outcome": "\(outcome)"]) { $1 })
+            logger.warning(
+                "Sandbox callback not acknowledged; giving up (archived)",
+                metadata: metadata.merging(["callback.outcome": "\(outcome)"]) { $1 })
             return
         }
-        logger.notice("Sandbox callback not acknowledged; will resend",
-                      metadata: metadata.merging(["callback.outcome": "\(outcome)"]) { $1 })
+        logger.notice(
+            "Sandbox callback not acknowledged; will resend",
+            metadata: metadata.merging(["callback.outcome": "\(outcome)"]) { $1 })
         queue.asyncAfter(deadline: .now() + configuration.resendInterval.dispatchInterval) {
             self.attempt(message, callbackCount: callbackCount + 1)
         }

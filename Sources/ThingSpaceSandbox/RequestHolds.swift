@@ -38,7 +38,11 @@ final class RequestHolds: Sendable {
 
     /// Answers now, or holds the answer if `route` is being held.
     func respond(_ route: SandboxRoute?, _ response: HTTPResponse, with responder: HTTPResponder) {
-        enum Decision { case now, held, release([(responder: HTTPResponder, response: HTTPResponse)]), first(UInt64, Duration) }
+        enum Decision {
+            case now, held
+            case release([(responder: HTTPResponder, response: HTTPResponse)])
+            case first(UInt64, Duration)
+        }
         let decision: Decision = state.withLock { state in
             guard let route, var hold = state.holds[route], hold.remaining > 0 else { return .now }
             hold.remaining -= 1

@@ -9,30 +9,30 @@ public enum SampleCallbacks {
     ]
 
     static let carrierServiceSuccess = #"""
-    {"deviceIds":[{"id":"22211315718","kind":"ESN"}],
-     "deviceResponse":{"changeIdentifierResponse":{"deviceIds":[{"id":"A1000001999990","kind":"iccid"}],"servicePlan":"M2M_4G"}},
-     "status":"Success"}
-    """#
+        {"deviceIds":[{"id":"22211315718","kind":"ESN"}],
+         "deviceResponse":{"changeIdentifierResponse":{"deviceIds":[{"id":"A1000001999990","kind":"iccid"}],"servicePlan":"M2M_4G"}},
+         "status":"Success"}
+        """#
 
     static let carrierServiceFault = #"""
-    {"deviceIds":[{"id":"20180903000000000009","kind":"Iccid"},{"id":"201809030000009","kind":"Imei"}],
-     "faultResponse":{"faultcode":"UnifiedWebService.REQUEST_FAILED.DeviceAlreadyActive","faultstring":"REQUEST_FAILED. Device is already active"},
-     "status":"Failed"}
-    """#
+        {"deviceIds":[{"id":"20180903000000000009","kind":"Iccid"},{"id":"201809030000009","kind":"Imei"}],
+         "faultResponse":{"faultcode":"UnifiedWebService.REQUEST_FAILED.DeviceAlreadyActive","faultstring":"REQUEST_FAILED. Device is already active"},
+         "status":"Failed"}
+        """#
 
     /// Not documented publicly: an educated guess in the common envelope.
     static let deviceUsage = #"""
-    {"deviceIds":[{"id":"990013907835573","kind":"imei"}],
-     "usageResponse":{"deviceUsage":[
-       {"bytesUsed":20480,"smsUsed":2,"source":"Raw Usage","timestamp":"2026-11-20T00:00:00Z"},
-       {"bytesUsed":4096,"smsUsed":0,"source":"Raw Usage","timestamp":"2026-11-21T00:00:00Z"}]},
-     "status":"Success"}
-    """#
+        {"deviceIds":[{"id":"990013907835573","kind":"imei"}],
+         "usageResponse":{"deviceUsage":[
+           {"bytesUsed":20480,"smsUsed":2,"source":"Raw Usage","timestamp":"2026-11-20T00:00:00Z"},
+           {"bytesUsed":4096,"smsUsed":0,"source":"Raw Usage","timestamp":"2026-11-21T00:00:00Z"}]},
+         "status":"Success"}
+        """#
 
     /// For services without a template.
     static let generic = #"""
-    {"deviceIds":[{"id":"990013907835573","kind":"IMEI"}],"deviceResponse":{},"status":"Success"}
-    """#
+        {"deviceIds":[{"id":"990013907835573","kind":"IMEI"}],"deviceResponse":{},"status":"Success"}
+        """#
 
     /// Whether `template` is a JSON object (checked at start-up).
     static func isValidTemplate(_ template: String) -> Bool {
@@ -50,7 +50,8 @@ public enum SampleCallbacks {
         object["requestId"] = requestId
         object["callbackCount"] = callbackCount
         object["maxCallbackThreshold"] = maxCallbackThreshold
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return Array(data)
     }
 }
@@ -68,7 +69,9 @@ extension SampleCallbacks {
     /// with a fresh requestId.
     public static func smokeTestSet(username: String?, password: String?) -> [SampleCallback] {
         func make(_ template: String, _ requestId: String, _ count: Int) -> [UInt8] {
-            body(template: template, username: username, password: password, requestId: requestId, callbackCount: count, maxCallbackThreshold: 4)
+            body(
+                template: template, username: username, password: password, requestId: requestId, callbackCount: count,
+                maxCallbackThreshold: 4)
         }
         let first = UUID().uuidString.lowercased()
         return [

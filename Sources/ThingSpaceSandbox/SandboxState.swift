@@ -92,9 +92,10 @@ struct SandboxState {
         case .notFound:
             response = Self.error(.notFound, "NotFound", "No resource at this path")
         }
-        journal.append(SandboxJournalEntry(
-            method: request.head.method, path: request.head.target, headers: request.head.headers,
-            body: request.body, route: target.route, status: response.status.code))
+        journal.append(
+            SandboxJournalEntry(
+                method: request.head.method, path: request.head.target, headers: request.head.headers,
+                body: request.body, route: target.route, status: response.status.code))
         if journal.count > configuration.recordLimit { journal.removeFirst(journal.count - configuration.recordLimit) }
         return (response, event)
     }
@@ -112,8 +113,11 @@ struct SandboxState {
             guard useSession(request.head.headers["VZ-M2M-Token"], now: now) else { return (Self.sessionExpired(), nil) }
             let accountName = segments[3]
             guard configuration.accountNames.contains(accountName) else {
-                return (Self.error(.badRequest, "UnifiedWebService.INPUT_INVALID.AccountName",
-                                   "Account \(accountName) does not exist or is not accessible to this user"), nil)
+                return (
+                    Self.error(
+                        .badRequest, "UnifiedWebService.INPUT_INVALID.AccountName",
+                        "Account \(accountName) does not exist or is not accessible to this user"), nil
+                )
             }
             switch route {
             case .list: return (list(accountName), nil)
@@ -127,18 +131,20 @@ struct SandboxState {
 
     private mutating func issueToken(_ request: HTTPRequest, now: ContinuousClock.Instant) -> HTTPResponse {
         guard let (clientID, secret) = Self.basicCredentials(request.head.headers["Authorization"]),
-              clientID == configuration.credentials.clientID, secret == configuration.credentials.clientSecret
+            clientID == configuration.credentials.clientID, secret == configuration.credentials.clientSecret
         else {
             return Self.json(.unauthorized, #"{"error":"invalid_client","error_description":"Client authentication failed"}"#)
         }
         let form = String(decoding: request.body, as: UTF8.self).split(separator: "&").map(String.init)
         guard form.contains("grant_type=client_credentials") else {
-            return Self.json(.badRequest, #"{"error":"unsupported_grant_type","error_description":"grant_type must be client_credentials"}"#)
+            return Self.json(
+                .badRequest, #"{"error":"unsupported_grant_type","error_description":"grant_type must be client_credentials"}"#)
         }
         let token = "sbx-at-" + UUID().uuidString.lowercased()
         tokens[token] = now + configuration.tokenLifetime
         let expiresIn = Int(configuration.tokenLifetime.components.seconds)
-        return Self.json(.ok, #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(expiresIn),"scope":"ts.application ts.mtas"}"#)
+        return Self.json(
+            .ok, #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(expiresIn),"scope":"ts.application ts.mtas"}"#)
     }
 
     private mutating func checkAccessToken(_ authorization: String?, now: ContinuousClock.Instant) -> Bool {
@@ -155,7 +161,8 @@ struct SandboxState {
     private mutating func login(_ request: HTTPRequest, now: ContinuousClock.Instant) -> HTTPResponse {
         guard Self.isJSON(request) else { return Self.unsupportedMediaType() }
         guard let body = try? JSONDecoder().decode(SessionLoginRequest.self, from: Data(request.body)) else {
-            return Self.error(.badRequest, "UnifiedWebService.INPUT_INVALID.Body", "The body must be {\"username\": ..., \"password\": ...}")
+            return Self.error(
+                .badRequest, "UnifiedWebService.INPUT_INVALID.Body", "The body must be {\"username\": ..., \"password\": ...}")
         }
         if isLocked { return Self.locked() }
         let expected = configuration.credentials
@@ -165,8 +172,9 @@ struct SandboxState {
                 failedLogins += 1
                 if failedLogins >= configuration.maxFailedLogins { isLocked = true }
             }
-            return Self.error(.badRequest, "UnifiedWebService.REQUEST_FAILED.SessionLogin.InvalidCredentials",
-                              "Invalid username or password")
+            return Self.error(
+                .badRequest, "UnifiedWebService.REQUEST_FAILED.SessionLogin.InvalidCredentials",
+                "Invalid username or password")
         }
         failedLogins = 0
         let session = "sbx-st-" + UUID().uuidString.lowercased()
@@ -206,8 +214,11 @@ struct SandboxState {
     private mutating func register(_ accountName: String, _ request: HTTPRequest) -> (HTTPResponse, RegistrationEvent?) {
         guard Self.isJSON(request) else { return (Self.unsupportedMediaType(), nil) }
         guard let body = try? JSONDecoder().decode(RegisterCallbackRequest.self, from: Data(request.body)) else {
-            return (Self.error(.badRequest, "UnifiedWebService.INPUT_INVALID.Body",
-                               "The body must be a JSON object with name and url"), nil)
+            return (
+                Self.error(
+                    .badRequest, "UnifiedWebService.INPUT_INVALID.Body",
+                    "The body must be a JSON object with name and url"), nil
+            )
         }
         if let problem = validate(body) {
             return (Self.error(.badRequest, "UnifiedWebService.INPUT_INVALID.\(problem.field)", problem.message), nil)
@@ -223,8 +234,11 @@ struct SandboxState {
 
     private mutating func deregister(_ accountName: String, serviceName: String) -> (HTTPResponse, RegistrationEvent?) {
         guard registrations.removeValue(forKey: Self.key(accountName, serviceName)) != nil else {
-            return (Self.error(.badRequest, "UnifiedWebService.REQUEST_FAILED.CallbackNotFound",
-                               "No callback is registered for service \(serviceName)"), nil)
+            return (
+                Self.error(
+                    .badRequest, "UnifiedWebService.REQUEST_FAILED.CallbackNotFound",
+                    "No callback is registered for service \(serviceName)"), nil
+            )
         }
         return (Self.actionResult(accountName, serviceName), .deregistered(accountName: accountName, serviceName: serviceName))
     }
@@ -234,7 +248,7 @@ struct SandboxState {
             return ("ServiceName", "Unknown service name '\(body.name)'")
         }
         guard let url = URLComponents(string: body.url), let scheme = url.scheme?.lowercased(),
-              scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
+            scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
         else {
             return ("Url", "url must be an absolute http or https URL")
         }
@@ -288,7 +302,8 @@ struct SandboxState {
             case "POST": return .endpoint(.register, segments: segments)
             default: return .methodNotAllowed("GET, POST")
             }
-        case 6 where segments[0] == "m2m" && segments[1] == "v1" && segments[2] == "callbacks" && !segments[3].isEmpty
+        case 6
+        where segments[0] == "m2m" && segments[1] == "v1" && segments[2] == "callbacks" && !segments[3].isEmpty
             && segments[4] == "name" && !segments[5].isEmpty:
             return only("DELETE", .deregister)
         default:
@@ -310,7 +325,10 @@ struct SandboxState {
     }
 
     static func gatewayFault() -> HTTPResponse {
-        json(.unauthorized, #"{"fault":{"code":"900901","message":"Invalid Credentials","description":"Invalid Credentials. Make sure you have provided the correct security credentials"}}"#)
+        json(
+            .unauthorized,
+            #"{"fault":{"code":"900901","message":"Invalid Credentials","description":"Invalid Credentials. Make sure you have provided the correct security credentials"}}"#
+        )
     }
 
     static func sessionExpired() -> HTTPResponse {
@@ -318,8 +336,9 @@ struct SandboxState {
     }
 
     static func locked() -> HTTPResponse {
-        error(.badRequest, "UnifiedWebService.REQUEST_FAILED.SessionLogin.AccountLocked",
-              "The account is locked after 5 consecutive failed logins; contact M2M support to unlock it")
+        error(
+            .badRequest, "UnifiedWebService.REQUEST_FAILED.SessionLogin.AccountLocked",
+            "The account is locked after 5 consecutive failed logins; contact M2M support to unlock it")
     }
 
     static func unsupportedMediaType() -> HTTPResponse {
@@ -365,8 +384,8 @@ struct SandboxState {
 
     static func basicCredentials(_ authorization: String?) -> (String, String)? {
         guard let authorization, authorization.hasPrefix("Basic "),
-              let data = Data(base64Encoded: String(authorization.dropFirst("Basic ".count))),
-              let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
+            let data = Data(base64Encoded: String(authorization.dropFirst("Basic ".count))),
+            let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":")
         else { return nil }
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }

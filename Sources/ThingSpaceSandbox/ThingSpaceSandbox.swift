@@ -39,10 +39,12 @@ public final class ThingSpaceSandbox: Sendable {
             throw .server(error)
         }
         let port = server.localPort ?? configuration.port
-        logger.info("ThingSpace sandbox listening", metadata: [
-            "sandbox.base_url": "\(baseURL)", "sandbox.accounts": "\(configuration.accountNames)",
-            "sandbox.deliver_samples": "\(configuration.deliverSamples)",
-        ])
+        logger.info(
+            "ThingSpace sandbox listening",
+            metadata: [
+                "sandbox.base_url": "\(baseURL)", "sandbox.accounts": "\(configuration.accountNames)",
+                "sandbox.deliver_samples": "\(configuration.deliverSamples)",
+            ])
         return port
     }
 
@@ -210,24 +212,30 @@ struct SandboxRequestHandler: HTTPRequestHandler {
         }
         let route = SandboxState.route(method: request.head.method, path: request.head.path).route
         core.holds.respond(route, response, with: responder)
-        core.logger.debug("Sandbox request", metadata: [
-            "connection.id": "\(context.connectionID)", "http.method": "\(request.head.method)",
-            "http.path": "\(request.head.path)", "http.status": "\(response.status.code)",
-        ])
+        core.logger.debug(
+            "Sandbox request",
+            metadata: [
+                "connection.id": "\(context.connectionID)", "http.method": "\(request.head.method)",
+                "http.path": "\(request.head.path)", "http.status": "\(response.status.code)",
+            ])
         if locked {
             core.logger.warning("Sandbox account locked after consecutive failed logins (unlockAccount() to reset)")
         }
         switch event {
         case let .registered(registration)?:
-            core.logger.info("Sandbox listener registered", metadata: [
-                "callback.service": "\(registration.serviceName)", "sandbox.account": "\(registration.accountName)",
-                "sandbox.url": "\(redactingUserInfo(registration.url))",
-            ])
+            core.logger.info(
+                "Sandbox listener registered",
+                metadata: [
+                    "callback.service": "\(registration.serviceName)", "sandbox.account": "\(registration.accountName)",
+                    "sandbox.url": "\(redactingUserInfo(registration.url))",
+                ])
             core.deliverer.apply(.registered(registration))
         case let .deregistered(accountName, serviceName)?:
-            core.logger.info("Sandbox listener deregistered", metadata: [
-                "callback.service": "\(serviceName)", "sandbox.account": "\(accountName)",
-            ])
+            core.logger.info(
+                "Sandbox listener deregistered",
+                metadata: [
+                    "callback.service": "\(serviceName)", "sandbox.account": "\(accountName)",
+                ])
             core.deliverer.apply(.deregistered(accountName: accountName, serviceName: serviceName))
         case nil:
             break

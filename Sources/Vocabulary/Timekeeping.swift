@@ -5,11 +5,11 @@
 // the clock for every request, and the text is computed, not formatted.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 public enum Timekeeping {
@@ -83,7 +83,10 @@ public enum Timekeeping {
                 count += 1
             }
             guard count > 0 else { return nil }
-            while count < 3 { millisecond *= 10; count += 1 }
+            while count < 3 {
+                millisecond *= 10
+                count += 1
+            }
         }
         var offsetMinutes: Int64 = 0
         if !reader.skip("Z") {
@@ -176,7 +179,10 @@ private struct DigitReader {
         let start = index
         var value: Int64 = 0
         for _ in 0..<count {
-            guard let digit = digit() else { index = start; return nil }
+            guard let digit = digit() else {
+                index = start
+                return nil
+            }
             value = value * 10 + digit
         }
         return value

@@ -32,9 +32,10 @@ struct Callbacks: AsyncParsableCommand {
             let listed = try api.call { () throws(ThingSpaceError) in try api.client.list(accountName: api.accountName) }
             let callbacks = output.showSecrets ? listed : listed.map(\.redacted)
             if output.table {
-                print(renderTable(
-                    header: ["SERVICE", "URL", "USERNAME", "PASSWORD"],
-                    rows: callbacks.map { [$0.serviceName ?? "", $0.url ?? "", $0.username ?? "", $0.password ?? ""] }))
+                print(
+                    renderTable(
+                        header: ["SERVICE", "URL", "USERNAME", "PASSWORD"],
+                        rows: callbacks.map { [$0.serviceName ?? "", $0.url ?? "", $0.username ?? "", $0.password ?? ""] }))
             } else {
                 try printJSON(callbacks)
             }
@@ -70,8 +71,14 @@ struct Callbacks: AsyncParsableCommand {
             let request = RegisterCallbackRequest(
                 name: service, url: url, username: username ?? api.configuration.callbacks.username,
                 password: secret ?? api.configuration.callbacks.password?.value)
-            let result = try api.call { () throws(ThingSpaceError) in try api.client.register(accountName: api.accountName, request: request) }
-            if output.table { print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]])) } else { try printJSON(result) }
+            let result = try api.call { () throws(ThingSpaceError) in
+                try api.client.register(accountName: api.accountName, request: request)
+            }
+            if output.table {
+                print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]]))
+            } else {
+                try printJSON(result)
+            }
         }
     }
 
@@ -83,8 +90,14 @@ struct Callbacks: AsyncParsableCommand {
 
         func run() async throws {
             let api = try await CallbacksAPI(config.resolvedPath)
-            let result = try api.call { () throws(ThingSpaceError) in try api.client.deregister(accountName: api.accountName, serviceName: service) }
-            if output.table { print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]])) } else { try printJSON(result) }
+            let result = try api.call { () throws(ThingSpaceError) in
+                try api.client.deregister(accountName: api.accountName, serviceName: service)
+            }
+            if output.table {
+                print(renderTable(header: ["ACCOUNT", "SERVICE"], rows: [[result.accountName ?? "", result.serviceName ?? ""]]))
+            } else {
+                try printJSON(result)
+            }
         }
     }
 }

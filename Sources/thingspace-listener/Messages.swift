@@ -49,7 +49,9 @@ extension Messages {
 
         func validate() throws {
             guard limit > 0 else { throw ValidationError("--limit must be above 0") }
-            if let since, Timekeeping.milliseconds(iso8601: since) == nil { throw ValidationError("--since: not an ISO 8601 time: \(since)") }
+            if let since, Timekeeping.milliseconds(iso8601: since) == nil {
+                throw ValidationError("--since: not an ISO 8601 time: \(since)")
+            }
         }
 
         func run() async throws {
@@ -70,7 +72,9 @@ extension Messages {
                     row.duplicateOf.map(String.init) ?? "",
                 ]
             }
-            print(renderTable(header: ["ID", "RECEIVED (UTC)", "SERVICE", "STATUS", "COUNT", "REQUEST ID", "DEVICES", "DUPLICATE OF"], rows: table))
+            print(
+                renderTable(
+                    header: ["ID", "RECEIVED (UTC)", "SERVICE", "STATUS", "COUNT", "REQUEST ID", "DEVICES", "DUPLICATE OF"], rows: table))
             if rows.isEmpty { print("(no callbacks match)") }
         }
     }
@@ -124,11 +128,20 @@ extension Messages {
         func run() async throws {
             let stats = try await database.openStore().stats()
             print("total \(stats.total), duplicates \(stats.duplicates)\n")
-            print(renderTable(header: ["SERVICE", "COUNT", "DUPLICATES"], rows: stats.byService.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
+            print(
+                renderTable(
+                    header: ["SERVICE", "COUNT", "DUPLICATES"],
+                    rows: stats.byService.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
             print()
-            print(renderTable(header: ["STATUS", "COUNT", "DUPLICATES"], rows: stats.byStatus.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
+            print(
+                renderTable(
+                    header: ["STATUS", "COUNT", "DUPLICATES"],
+                    rows: stats.byStatus.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
             print()
-            print(renderTable(header: ["DAY (UTC)", "COUNT", "DUPLICATES"], rows: stats.byDay.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
+            print(
+                renderTable(
+                    header: ["DAY (UTC)", "COUNT", "DUPLICATES"],
+                    rows: stats.byDay.map { [$0.key ?? "(none)", String($0.count), String($0.duplicates)] }))
         }
     }
 }
@@ -137,27 +150,41 @@ extension Messages {
 func exportLine(_ row: StoredCallback, includeRemote: Bool, includeBody: Bool = true) -> [UInt8] {
     var json = JSONWriter(reservingCapacity: row.body.count + 256)
     json.beginObject()
-    json.key("id"); json.integer(row.id)
-    json.key("receivedAt"); json.string(formatTimestamp(row.receivedAt, iso: true))
-    json.key("service"); json.string(row.service)
-    json.key("requestId"); json.string(row.requestID)
-    json.key("deviceIds"); json.beginArray()
+    json.key("id")
+    json.integer(row.id)
+    json.key("receivedAt")
+    json.string(formatTimestamp(row.receivedAt, iso: true))
+    json.key("service")
+    json.string(row.service)
+    json.key("requestId")
+    json.string(row.requestID)
+    json.key("deviceIds")
+    json.beginArray()
     for device in row.deviceIDs {
         json.beginObject()
-        json.key("id"); json.string(device.id)
-        json.key("kind"); json.string(device.kind)
+        json.key("id")
+        json.string(device.id)
+        json.key("kind")
+        json.string(device.kind)
         json.endObject()
     }
     json.endArray()
-    json.key("status"); json.string(row.status)
-    json.key("callbackCount"); json.integer(row.callbackCount)
-    json.key("duplicateOf"); json.integer(row.duplicateOf)
+    json.key("status")
+    json.string(row.status)
+    json.key("callbackCount")
+    json.integer(row.callbackCount)
+    json.key("duplicateOf")
+    json.integer(row.duplicateOf)
     if includeRemote {
-        json.key("remoteAddress"); json.string(row.remoteAddress)
+        json.key("remoteAddress")
+        json.string(row.remoteAddress)
     }
     // A JSON line must be one line: raw CR/LF can only be insignificant
     // whitespace in valid JSON (inside strings they are escaped), so a space keeps the meaning.
-    if includeBody { json.key("body"); json.raw(row.body.lazy.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 }) }
+    if includeBody {
+        json.key("body")
+        json.raw(row.body.lazy.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
+    }
     json.endObject()
     return json.bytes
 }

@@ -49,7 +49,9 @@ struct SendTest: AsyncParsableCommand {
                 let response = try await http.send(request)
                 let ok = (200..<300).contains(response.status)
                 if !ok { failures += 1 }
-                print("\(ok ? "ok  " : "FAIL") \(response.status) \(sample.name) → \(sample.service) \(String(decoding: response.body.prefix(200), as: UTF8.self))")
+                print(
+                    "\(ok ? "ok  " : "FAIL") \(response.status) \(sample.name) → \(sample.service) \(String(decoding: response.body.prefix(200), as: UTF8.self))"
+                )
             } catch {
                 failures += 1
                 print("FAIL \(sample.name) → \(sample.service): \(error)")

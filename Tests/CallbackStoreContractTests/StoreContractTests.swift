@@ -170,7 +170,8 @@ func callback(
         ])
         let stats = try store.reader.stats()
         #expect(stats.total == 3 && stats.duplicates == 1)
-        #expect(stats.byService == [.init(key: "CarrierService", count: 2, duplicates: 1), .init(key: "DeviceUsage", count: 1, duplicates: 0)])
+        #expect(
+            stats.byService == [.init(key: "CarrierService", count: 2, duplicates: 1), .init(key: "DeviceUsage", count: 1, duplicates: 0)])
         #expect(stats.byStatus == [.init(key: nil, count: 1, duplicates: 0), .init(key: "Success", count: 2, duplicates: 1)])
         #expect(stats.byDay.map(\.key) == ["2024-10-04", "2024-10-05"])
         #expect(stats.byDay.map(\.count) == [2, 1])

@@ -20,7 +20,9 @@ import Testing
                     // Bounded: at most 5,000 requests per worker per round.
                     for index in 0..<5_000 where !stop.load(ordering: .relaxed) {
                         let id = "crash-\(round)-\(worker)-\(index)"
-                        guard let response = try? client.post("/callbacks/CarrierService", json: callbackBody(requestID: id)) else { return }
+                        guard let response = try? client.post("/callbacks/CarrierService", json: callbackBody(requestID: id)) else {
+                            return
+                        }
                         if response.status == 200 { roundAcknowledged.withLock { $0.append(id) } }
                     }
                 }

@@ -48,7 +48,8 @@ final class ListenerFixture {
 }
 
 func callbackBody(requestID: String, password: String = "listener-pass", status: String = "Success", count: Int = 1) -> [UInt8] {
-    Array("""
+    Array(
+        """
         {"username":"listener-user","password":"\(password)","requestId":"\(requestID)",\
         "deviceIds":[{"id":"990013907835573","kind":"imei"}],\
         "deviceResponse":{"activateResponse":{"state":"active","servicePlan":"M2M_4G"}},\
@@ -102,7 +103,9 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         #expect(list.stdout.contains("076f7ea9-8230-49b1-9386-8dafaddc7d9e"))
         #expect(!list.stdout.contains("5d1a7c3e"))  // DeviceUsage filtered out
         #expect(!list.stdout.contains("\n\(ids[3]) "))  // the retry only with --include-duplicates
-        let withRepeats = try runListenerCommand(["messages", "list", "--database", listener.databasePath, "--include-duplicates", "--device-id", "22211315718"])
+        let withRepeats = try runListenerCommand([
+            "messages", "list", "--database", listener.databasePath, "--include-duplicates", "--device-id", "22211315718",
+        ])
         #expect(withRepeats.stdout.split(separator: "\n").count == 3)  // header, first delivery, retry
         let stats = try runListenerCommand(["messages", "stats", "--database", listener.databasePath])
         #expect(stats.stdout.contains("total 4, duplicates 1"))
@@ -123,14 +126,16 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         let mediaType = try TestClient(port: listener.port, timeoutSeconds: 10).exchange(
             "POST", "/callbacks/CarrierService", headers: ["Content-Type: text/plain"], body: callbackBody(requestID: "r-media"))
         #expect(mediaType.status == 415)
-        let unknown = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/NoSuchService", json: callbackBody(requestID: "r-404"))
+        let unknown = try TestClient(port: listener.port, timeoutSeconds: 10).post(
+            "/callbacks/NoSuchService", json: callbackBody(requestID: "r-404"))
         #expect(unknown.status == 404)
         let getClient = try TestClient(port: listener.port, timeoutSeconds: 10)
         let method = try getClient.get("/callbacks/CarrierService")
         #expect(method.status == 405)
         #expect(method.header("Allow") == "POST")
         // The previous password is still accepted during a rotation.
-        let previous = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "r-old", password: "old-pass"))
+        let previous = try TestClient(port: listener.port, timeoutSeconds: 10).post(
+            "/callbacks/CarrierService", json: callbackBody(requestID: "r-old", password: "old-pass"))
         #expect(previous.status == 200)
         let rows = try listener.export()
         #expect(rows.map { $0["requestId"] as? String } == ["r-old"])
@@ -170,10 +175,13 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         try json.write(toFile: listener.configPath, atomically: true, encoding: .utf8)
         try listener.start()
 
-        let direct = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "direct"))
+        let direct = try TestClient(port: listener.port, timeoutSeconds: 10).post(
+            "/callbacks/CarrierService", json: callbackBody(requestID: "direct"))
         #expect(direct.status == 403)
         // A source that may not post learns nothing about paths either.
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/NoSuchService", json: callbackBody(requestID: "probe")).status == 403)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/NoSuchService", json: callbackBody(requestID: "probe"))
+                .status == 403)
         let viaProxy = try TestClient(port: listener.port, timeoutSeconds: 10).post(
             "/callbacks/CarrierService", json: callbackBody(requestID: "via-proxy"),
             headers: ["X-Forwarded-For: 198.51.100.9, 192.0.2.44"])
@@ -185,13 +193,18 @@ func callbackBody(requestID: String, password: String = "listener-pass", status:
         #expect(spoofed.status == 403)
         let rows = try listener.export()
         #expect(rows.map { $0["requestId"] as? String } == ["via-proxy"])
-        let shown = try runListenerCommand(["messages", "show", String(rows.first?["id"] as? Int ?? 0), "--database", listener.databasePath])
+        let shown = try runListenerCommand([
+            "messages", "show", String(rows.first?["id"] as? Int ?? 0), "--database", listener.databasePath,
+        ])
         #expect(shown.stdout.contains("\"remoteAddress\":\"192.0.2.44\""))
     }
 
     @Test func sigtermDrainsAndExitsZero() throws {
         let listener = try ListenerFixture()
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-stop")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "before-stop")
+            ).status == 200)
         listener.process.signal(SIGTERM)
         #expect(listener.process.waitForExit() == 0)
         #expect(listener.process.logLines.contains { $0.contains("stopped") })

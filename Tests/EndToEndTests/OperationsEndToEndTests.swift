@@ -41,7 +41,9 @@ import Testing
         let health = try TestClient(port: adminPort, timeoutSeconds: 10).get("/healthz")
         #expect(health.status == 200)
         #expect(health.bodyText == "serving\n")
-        #expect(try TestClient(port: adminPort, timeoutSeconds: 10).get("/metrics").bodyText.contains("callbacks_stored_total{service=\"CarrierService\"} 1"))
+        #expect(
+            try TestClient(port: adminPort, timeoutSeconds: 10).get("/metrics").bodyText.contains(
+                "callbacks_stored_total{service=\"CarrierService\"} 1"))
 
         let exported = try runListenerCommand(["messages", "export", "--database", directory.databasePath])
         #expect(exported.status == 0, "\(exported.stderr)")
@@ -64,7 +66,8 @@ import Testing
             arguments: ["serve", "--config", directory.configPath],
             environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
 
-        let ready = try #require(notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" }, "no READY=1; log:\n\(listener.logText)")
+        let ready = try #require(
+            notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" }, "no READY=1; log:\n\(listener.logText)")
         // Connect at once: READY=1 promises the port accepts already.
         let client = try TestClient(port: port, timeoutSeconds: 10)
         #expect(ready.fields["MAINPID"] == String(listener.pid))
@@ -134,7 +137,10 @@ import Testing
         let notify = try NotifySocket(path: notifyDirectory.path + "/notify")
         let listener = try ListenerFixture(environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "before-lock")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "before-lock")
+            ).status == 200)
         var healthyPings = 0
         let healthyWindow = ContinuousClock.now + .seconds(15)
         while healthyPings < 2, let message = notify.receive(until: healthyWindow) {
@@ -163,7 +169,9 @@ import Testing
         // Silence while the writer was stuck: the longest stretch without a ping, all while locked.
         let marks = [lockedAt] + pingTimes + [answeredAt]
         let longestSilence = zip(marks, marks.dropFirst()).map { $1 - $0 }.max() ?? .zero
-        #expect(longestSilence >= .seconds(2), "pings at \(pingTimes.map { $0 - lockedAt }) after locking; answered at \(answeredAt - lockedAt)")
+        #expect(
+            longestSilence >= .seconds(2), "pings at \(pingTimes.map { $0 - lockedAt }) after locking; answered at \(answeredAt - lockedAt)"
+        )
 
         // The writer gave up on that batch: not ready until a commit succeeds.
         let readiness = try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz")
@@ -177,7 +185,10 @@ import Testing
             if message.isWatchdogPing { resumed += 1 }
         }
         #expect(resumed == 2, "pings did not resume; log:\n\(process.logText)")
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "after-lock")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "after-lock")
+            ).status == 200)
         #expect(try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status == 200)
         let stored = try listener.export().compactMap { $0["requestId"] as? String }
         #expect(stored == ["before-lock", "after-lock"])
@@ -209,7 +220,8 @@ import Testing
         let callbacks = try TestClient(port: listener.port, timeoutSeconds: 10)
         #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
         #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-1")).status == 200)
-        #expect(try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-2", password: "wrong")).status == 403)
+        #expect(
+            try callbacks.post("/callbacks/CarrierService", json: callbackBody(requestID: "metrics-2", password: "wrong")).status == 403)
 
         let after = try admin.get("/metrics").bodyText
         func moved(_ series: String) -> Double? {
@@ -237,7 +249,10 @@ import Testing
         let process = listener.process!
         let pid = process.pid
         #expect(notify.waitFor(timeout: .seconds(30)) { $0.fields["READY"] == "1" } != nil)
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "hup-1")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "hup-1")
+            ).status == 200)
         #expect(!process.logLines.contains { $0.contains("callback stored") })  // a debug line; the level is info
 
         let rotated = """
@@ -280,7 +295,9 @@ import Testing
         process.signal(SIGHUP)
         let refused = try process.waitForLog("reload refused")
         #expect(refused.contains("callbacks.password"), "\(refused)")
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "kept")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "kept"))
+                .status == 200)
         #expect(process.process.isRunning)
     }
 
@@ -289,7 +306,10 @@ import Testing
     @Test func underJournaldEveryLineStartsWithASyslogPriority() throws {
         let listener = try ListenerFixture(environment: ["JOURNAL_STREAM": "8:12345"])
         let process = listener.process!
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "j", password: "wrong")).status == 403)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "j", password: "wrong")
+            ).status == 403)
         try process.waitForLog("callback rejected")
         process.signal(SIGTERM)
         #expect(process.waitForExit() == 0)
@@ -313,7 +333,8 @@ import Testing
         let rejected = try TestClient(port: port, timeoutSeconds: 10).post(
             "/callbacks/CarrierService", json: callbackBody(requestID: #"quote\"and\\slash"#, password: "wrong-secret-7"))
         #expect(rejected.status == 403)
-        let malformed = try TestClient(port: port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: Array(#"{"requestId": "a\"b"#.utf8))
+        let malformed = try TestClient(port: port, timeoutSeconds: 10).post(
+            "/callbacks/CarrierService", json: Array(#"{"requestId": "a\"b"#.utf8))
         #expect(malformed.status == 400)
         try listener.waitForLog("callback rejected")
         listener.signal(SIGTERM)
@@ -380,7 +401,7 @@ enum OperationsTestError: Error, CustomStringConvertible {
 /// differ), read, and closed.
 func unusedLoopbackPorts(_ count: Int) throws -> [Int] {
     var descriptors: [Int32] = []
-    defer { descriptors.forEach { close($0) } }
+    defer { for descriptor in descriptors { close(descriptor) } }
     var ports: [Int] = []
     for _ in 0..<count {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -444,7 +465,9 @@ final class NotifySocket {
         self.path = path
         var address = sockaddr_un()
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw OperationsTestError.socket("socket path \(path)", ENAMETOOLONG) }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw OperationsTestError.socket("socket path \(path)", ENAMETOOLONG)
+        }
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         guard descriptor >= 0 else { throw OperationsTestError.socket("socket", errno) }
         address.sun_family = sa_family_t(AF_UNIX)
@@ -536,7 +559,7 @@ final class Subprocess {
         guard pipe(&inputPipe) == 0 else { throw OperationsTestError.socket("pipe", errno) }
         guard pipe(&outputPipe) == 0 else {
             let code = errno
-            inputPipe.forEach { close($0) }
+            for end in inputPipe { close(end) }
             throw OperationsTestError.socket("pipe", code)
         }
         // Close-on-exec, so that other children do not keep these pipes open (dup2 clears it for the child's 0, 1, 2).
@@ -548,7 +571,7 @@ final class Subprocess {
         posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 2)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         var child: pid_t = 0
         let result = posix_spawn(&child, executable, &actions, nil, argv, environ)
         close(inputPipe[0])

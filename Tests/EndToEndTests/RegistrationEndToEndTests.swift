@@ -16,7 +16,9 @@ func freeLoopbackPort() throws -> Int {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+    }
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
@@ -107,7 +109,10 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
     /// does not register never maps.
     @Test func aListenerThatDoesNotRegisterNeverLoadsLibcurl() throws {
         let listener = try ListenerFixture()
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "no-curl")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/CarrierService", json: callbackBody(requestID: "no-curl")
+            ).status == 200)
         let mapped = try mappedFiles(of: listener.process.pid)
         #expect(mapped.contains("libsqlite3"))
         #expect(!mapped.contains("libcurl"))
@@ -151,7 +156,8 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let listener = try ListenerFixture(
             port: unreachable.listenerPort, extraConfiguration: unreachable.configuration(baseURL: "http://127.0.0.1:\(closedPort)/api"))
         try listener.process.waitForLog("registration failed; will retry")
-        let stored = try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/CarrierService", json: callbackBody(requestID: "while-unregistered"))
+        let stored = try TestClient(port: listener.port, timeoutSeconds: 10).post(
+            "/callbacks/CarrierService", json: callbackBody(requestID: "while-unregistered"))
         #expect(stored.status == 200)
         let ready = try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz")
         #expect(ready.status == 503)
@@ -166,7 +172,10 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let listener = try ListenerFixture(
             port: thingspace.listenerPort, extraConfiguration: thingspace.configuration(clientSecret: "wrong-client-secret"))
         try listener.process.waitForLog("registration stopped")
-        #expect(try TestClient(port: listener.port, timeoutSeconds: 10).post("/callbacks/DeviceUsage", json: callbackBody(requestID: "still-stored")).status == 200)
+        #expect(
+            try TestClient(port: listener.port, timeoutSeconds: 10).post(
+                "/callbacks/DeviceUsage", json: callbackBody(requestID: "still-stored")
+            ).status == 200)
         Thread.sleep(forTimeInterval: 1.5)  // give a wrong retry loop the chance to show itself
         #expect(thingspace.sandbox.journal.filter { $0.route == .token }.count == 1)
         #expect(thingspace.sandbox.journal.filter { $0.route == .login }.isEmpty)
@@ -181,11 +190,11 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
     func writeConfiguration(_ directory: String, baseURL: String) throws -> String {
         let path = directory + "/cli.json"
         try """
-            {"callbacks": {"username": "listener-user", "password": "listener-pass"},
-             "thingspace": {"baseURL": "\(baseURL)", "accountName": "0252012345-00001", "clientID": "sandbox-client-id",
-                            "clientSecret": "sandbox-client-secret", "username": "sandbox-user", "password": "sandbox-password",
-                            "register": false}}
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        {"callbacks": {"username": "listener-user", "password": "listener-pass"},
+         "thingspace": {"baseURL": "\(baseURL)", "accountName": "0252012345-00001", "clientID": "sandbox-client-id",
+                        "clientSecret": "sandbox-client-secret", "username": "sandbox-user", "password": "sandbox-password",
+                        "register": false}}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
@@ -200,7 +209,8 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         #expect(empty.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || empty.stdout.contains("[]"))
 
         let registered = try runListenerCommand([
-            "callbacks", "register", "--config", config, "--service", "CarrierService", "--url", "https://listener.example.com/callbacks/CarrierService",
+            "callbacks", "register", "--config", config, "--service", "CarrierService", "--url",
+            "https://listener.example.com/callbacks/CarrierService",
         ])
         #expect(registered.status == 0, "\(registered.stderr)")
         #expect(registered.stdout.contains("\"serviceName\" : \"CarrierService\""))
@@ -219,7 +229,8 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         #expect(thingspace.sandbox.registrations.isEmpty)
 
         // ThingSpace refuses: exit 3 with errorCode/errorMessage.
-        thingspace.sandbox.failNext(.deregister, status: 400, body: #"{"errorCode":"REQUEST_FAILED.UnexpectedError","errorMessage":"No callback registered"}"#)
+        thingspace.sandbox.failNext(
+            .deregister, status: 400, body: #"{"errorCode":"REQUEST_FAILED.UnexpectedError","errorMessage":"No callback registered"}"#)
         let refused = try runListenerCommand(["callbacks", "deregister", "--config", config, "--service", "DeviceUsage"])
         #expect(refused.status == 3)
         #expect(refused.stderr.contains("REQUEST_FAILED.UnexpectedError"))
@@ -242,10 +253,10 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let path = directory + "/cli-no-base.json"
         let base = callbackBaseURL.map { #", "callbackBaseURL": "\#($0)""# } ?? ""
         try """
-            {"callbacks": {"username": "listener-user", "password": "listener-pass"},
-             "thingspace": {"baseURL": "\(baseURL)", "accountName": "0252012345-00001", "clientID": "sandbox-client-id",
-                            "clientSecret": "sandbox-client-secret", "username": "sandbox-user", "password": "sandbox-password"\(base)}}
-            """.write(toFile: path, atomically: true, encoding: .utf8)
+        {"callbacks": {"username": "listener-user", "password": "listener-pass"},
+         "thingspace": {"baseURL": "\(baseURL)", "accountName": "0252012345-00001", "clientID": "sandbox-client-id",
+                        "clientSecret": "sandbox-client-secret", "username": "sandbox-user", "password": "sandbox-password"\(base)}}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
@@ -293,7 +304,8 @@ func expectNoSecret(in lines: [String], secrets: [String], sourceLocation: Sourc
         let directory = try TemporaryDirectory()
         let config = try writeConfiguration(directory.path, baseURL: "http://127.0.0.1:\(port)/api")
         let registered = try runListenerCommand([
-            "callbacks", "register", "--config", config, "--service", "DeviceUsage", "--url", "https://listener.example.com/callbacks/DeviceUsage",
+            "callbacks", "register", "--config", config, "--service", "DeviceUsage", "--url",
+            "https://listener.example.com/callbacks/DeviceUsage",
         ])
         #expect(registered.status == 0, "\(registered.stderr)")
         let listed = try runListenerCommand(["callbacks", "list", "--config", config, "--table"])

@@ -1,5 +1,6 @@
-@testable import HTTP1
 import Testing
+
+@testable import HTTP1
 
 // A malformed head, chunk-size line or trailer section is refused as soon as
 // the byte that makes it invalid arrives, not when its line or section ends:
@@ -71,8 +72,9 @@ let earlyCases: [EarlyCase] = [
     EarlyCase("Host with an open IP-literal", "GET / HTTP/1.1\r\nHost: [::1", byte("\r"), "\n", .invalidHost),
     EarlyCase("Host with a second word", "GET / HTTP/1.1\r\nHost: a ", byte("b"), "\r\n", .invalidHost),
     EarlyCase("Content-Length with a letter", head + "Content-Length: 1", byte("x"), "\r\n", .invalidContentLength),
-    EarlyCase("too many header fields", "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n", byte("C"), ": 3\r\n", .tooManyHeaderFields,
-              limits: HTTPLimits.with { $0.maxHeaderCount = 2 }),
+    EarlyCase(
+        "too many header fields", "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n", byte("C"), ": 3\r\n", .tooManyHeaderFields,
+        limits: HTTPLimits.with { $0.maxHeaderCount = 2 }),
 
     // Chunk-size lines.
     EarlyCase("chunk size not hex", chunked, byte("z"), "\r\n", .invalidChunkSize),
@@ -142,7 +144,8 @@ private func firstFailure(_ input: [UInt8], limits: HTTPLimits = HTTPLimits()) -
     @Test func longValidHeadsAreNotRejected() {
         // The byte-by-byte checks must not refuse anything valid along the way.
         let field = "X-Long: " + String(repeating: "v", count: 8000) + "\r\n"
-        let text = "POST /callbacks/CarrierService?" + String(repeating: "q", count: 4000) + " HTTP/1.1\r\nHost: h\r\n" + field
+        let text =
+            "POST /callbacks/CarrierService?" + String(repeating: "q", count: 4000) + " HTTP/1.1\r\nHost: h\r\n" + field
             + "Transfer-Encoding: chunked\r\n\r\n3;" + String(repeating: "e", count: 3000) + "\r\nabc\r\n0\r\nT: v\r\n\r\n"
         let outcome = parse(Array(text.utf8), cuts: Array(stride(from: 1, to: text.utf8.count, by: 997)))
         #expect(outcome.error == nil)

@@ -1,5 +1,6 @@
-@testable import HTTP1
 import Testing
+
+@testable import HTTP1
 
 /// What feeding some bytes to a parser produced: every event in order, and
 /// the error that stopped it, if any.

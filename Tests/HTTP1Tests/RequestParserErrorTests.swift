@@ -82,8 +82,9 @@ let rejectionCases: [RejectionCase] = [
     RejectionCase(
         "request line over the limit with a bare LF",
         "GET /\(String(repeating: "a", count: 27)) HTTP/1.1\n\r\n", .requestLineTooLong, 414, limits: small),
-    RejectionCase("nine empty lines first", String(repeating: "\r\n", count: 9) + "GET / HTTP/1.1\r\n\(host)\r\n",
-                  .tooManyEmptyLinesBeforeRequest, 400),
+    RejectionCase(
+        "nine empty lines first", String(repeating: "\r\n", count: 9) + "GET / HTTP/1.1\r\n\(host)\r\n",
+        .tooManyEmptyLinesBeforeRequest, 400),
 
     // Line endings.
     RejectionCase("bare LF after the request line", "GET / HTTP/1.1\n\(host)\r\n", .bareLineFeed, 400),
@@ -145,43 +146,61 @@ let rejectionCases: [RejectionCase] = [
     RejectionCase(
         "differing Content-Length list", "POST / HTTP/1.1\r\n\(host)Content-Length: 3, 4\r\n\r\n",
         .conflictingContentLength, 400),
-    RejectionCase("Content-Length not a number", "POST / HTTP/1.1\r\n\(host)Content-Length: abc\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("negative Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: -1\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("signed Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: +1\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("Content-Length with inner space", "POST / HTTP/1.1\r\n\(host)Content-Length: 1 2\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("empty Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length:\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("Content-Length with empty element", "POST / HTTP/1.1\r\n\(host)Content-Length: 1,\r\n\r\n",
-                  .invalidContentLength, 400),
-    RejectionCase("hex Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: 0x5\r\n\r\n",
-                  .invalidContentLength, 400),
+    RejectionCase(
+        "Content-Length not a number", "POST / HTTP/1.1\r\n\(host)Content-Length: abc\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "negative Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: -1\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "signed Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: +1\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "Content-Length with inner space", "POST / HTTP/1.1\r\n\(host)Content-Length: 1 2\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "empty Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length:\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "Content-Length with empty element", "POST / HTTP/1.1\r\n\(host)Content-Length: 1,\r\n\r\n",
+        .invalidContentLength, 400),
+    RejectionCase(
+        "hex Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: 0x5\r\n\r\n",
+        .invalidContentLength, 400),
     RejectionCase("gzip alone", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: gzip\r\n\r\n", .chunkedNotFinalCoding, 400),
-    RejectionCase("chunked then gzip", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked, gzip\r\n\r\n",
-                  .chunkedNotFinalCoding, 400),
-    RejectionCase("chunked twice", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-                  .chunkedNotFinalCoding, 400),
-    RejectionCase("empty Transfer-Encoding", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding:\r\n\r\n",
-                  .chunkedNotFinalCoding, 400),
-    RejectionCase("chunked with a parameter", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked;q=1\r\n\r\n",
-                  .chunkedNotFinalCoding, 400),
-    RejectionCase("gzip then chunked", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: gzip, chunked\r\n\r\n",
-                  .unsupportedTransferCoding, 501),
-    RejectionCase("unknown coding then chunked", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: foo\r\nTransfer-Encoding: chunked\r\n\r\n",
-                  .unsupportedTransferCoding, 501),
-    RejectionCase("Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                  .transferEncodingInHTTP10, 400),
-    RejectionCase("unsupported expectation", "POST / HTTP/1.1\r\n\(host)Expect: 200-ok\r\nContent-Length: 1\r\n\r\nx",
-                  .unsupportedExpectation, 417),
-    RejectionCase("100-continue with a parameter", "POST / HTTP/1.1\r\n\(host)Expect: 100-continue;a=b\r\n\r\n",
-                  .unsupportedExpectation, 417),
-    RejectionCase("declared body over the limit", "POST / HTTP/1.1\r\n\(host)Content-Length: 11\r\n\r\n",
-                  .bodyTooLarge, 413, limits: small),
-    RejectionCase("huge Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: 99999999999999999999999999\r\n\r\n",
-                  .bodyTooLarge, 413),
+    RejectionCase(
+        "chunked then gzip", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked, gzip\r\n\r\n",
+        .chunkedNotFinalCoding, 400),
+    RejectionCase(
+        "chunked twice", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        .chunkedNotFinalCoding, 400),
+    RejectionCase(
+        "empty Transfer-Encoding", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding:\r\n\r\n",
+        .chunkedNotFinalCoding, 400),
+    RejectionCase(
+        "chunked with a parameter", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: chunked;q=1\r\n\r\n",
+        .chunkedNotFinalCoding, 400),
+    RejectionCase(
+        "gzip then chunked", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: gzip, chunked\r\n\r\n",
+        .unsupportedTransferCoding, 501),
+    RejectionCase(
+        "unknown coding then chunked", "POST / HTTP/1.1\r\n\(host)Transfer-Encoding: foo\r\nTransfer-Encoding: chunked\r\n\r\n",
+        .unsupportedTransferCoding, 501),
+    RejectionCase(
+        "Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        .transferEncodingInHTTP10, 400),
+    RejectionCase(
+        "unsupported expectation", "POST / HTTP/1.1\r\n\(host)Expect: 200-ok\r\nContent-Length: 1\r\n\r\nx",
+        .unsupportedExpectation, 417),
+    RejectionCase(
+        "100-continue with a parameter", "POST / HTTP/1.1\r\n\(host)Expect: 100-continue;a=b\r\n\r\n",
+        .unsupportedExpectation, 417),
+    RejectionCase(
+        "declared body over the limit", "POST / HTTP/1.1\r\n\(host)Content-Length: 11\r\n\r\n",
+        .bodyTooLarge, 413, limits: small),
+    RejectionCase(
+        "huge Content-Length", "POST / HTTP/1.1\r\n\(host)Content-Length: 99999999999999999999999999\r\n\r\n",
+        .bodyTooLarge, 413),
 
     // Chunked body.
     RejectionCase("chunk size not hex", chunkedHead + "zz\r\n", .invalidChunkSize, 400),
@@ -190,8 +209,9 @@ let rejectionCases: [RejectionCase] = [
     RejectionCase("0x chunk size", chunkedHead + "0x5\r\nhello\r\n", .invalidChunkSize, 400),
     RejectionCase("whitespace after the size", chunkedHead + "5 \r\nhello\r\n0\r\n\r\n", .invalidChunkSize, 400),
     RejectionCase("space before the size", chunkedHead + " 5\r\nhello\r\n0\r\n\r\n", .invalidChunkSize, 400),
-    RejectionCase("control byte in an extension", chunkedHead + "5;a=\u{1}\r\nhello\r\n0\r\n\r\n",
-                  .invalidChunkExtension, 400),
+    RejectionCase(
+        "control byte in an extension", chunkedHead + "5;a=\u{1}\r\nhello\r\n0\r\n\r\n",
+        .invalidChunkExtension, 400),
     // chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ) (RFC 9112 §7.1.1).
     RejectionCase("two words as an extension name", chunkedHead + "6d;a b\r\n", .invalidChunkExtension, 400),
     RejectionCase("comma in an extension", chunkedHead + "65;a,b\r\n", .invalidChunkExtension, 400),
@@ -213,10 +233,12 @@ let rejectionCases: [RejectionCase] = [
     RejectionCase("chunk data longer than the size", chunkedHead + "3\r\nhello\r\n0\r\n\r\n", .missingChunkTerminator, 400),
     RejectionCase("chunk-size overflow", chunkedHead + "ffffffffffffffffffffffffffffffff\r\n", .bodyTooLarge, 413),
     RejectionCase("chunk-size just over Int", chunkedHead + "8000000000000000\r\n", .bodyTooLarge, 413),
-    RejectionCase("chunks over the limit", chunkedHead + "8\r\n12345678\r\n3\r\nabc\r\n0\r\n\r\n", .bodyTooLarge, 413,
-                  limits: small),
-    RejectionCase("chunk-size line too long", chunkedHead + "1;" + String(repeating: "x", count: 5000) + "\r\nx\r\n0\r\n\r\n",
-                  .chunkLineTooLong, 400),
+    RejectionCase(
+        "chunks over the limit", chunkedHead + "8\r\n12345678\r\n3\r\nabc\r\n0\r\n\r\n", .bodyTooLarge, 413,
+        limits: small),
+    RejectionCase(
+        "chunk-size line too long", chunkedHead + "1;" + String(repeating: "x", count: 5000) + "\r\nx\r\n0\r\n\r\n",
+        .chunkLineTooLong, 400),
     RejectionCase("bare LF in the trailers", chunkedHead + "0\r\nA: b\n\r\n", .bareLineFeed, 400),
 ]
 

@@ -187,7 +187,8 @@ let validRequests: [String] = [
     @Test func bodyOfOneMebibyteAtTheDefaultLimit() throws {
         let body = (0..<(1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let fixed = Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
-        let chunk = Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
+        let chunk =
+            Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
             + body[..<524_288] + Array("\r\n80000\r\n".utf8) + body[524_288...] + Array("\r\n0\r\n\r\n".utf8)
         for input in [fixed, chunk] {
             let cuts = Array(stride(from: 1000, to: input.count, by: 65_536))
@@ -195,8 +196,9 @@ let validRequests: [String] = [
             #expect(outcome.error == nil)
             #expect(outcome.requests.first?.body == body)
         }
-        let over = parse(Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
-            + body[..<524_288] + Array("\r\n80001\r\n".utf8))
+        let over = parse(
+            Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n80000\r\n".utf8)
+                + body[..<524_288] + Array("\r\n80001\r\n".utf8))
         #expect(over.error == .bodyTooLarge)
     }
 
@@ -243,18 +245,22 @@ let validRequests: [String] = [
         #expect(asterisk.head.target == "*")
     }
 
-    @Test(arguments: [
-        // target, path, query, authority (Host is "fallback").
-        ("http://listener.example.com/callbacks/CarrierService", "/callbacks/CarrierService", nil, "listener.example.com"),
-        ("HTTP://Listener.Example.COM:9001/callbacks/DeviceUsage?x=1&y", "/callbacks/DeviceUsage", "x=1&y", "Listener.Example.COM:9001"),
-        ("https://h", "/", nil, "h"),
-        ("http://h?q", "/", "q", "h"),
-        ("http://[::1]:8080/a/b", "/a/b", nil, "[::1]:8080"),
-        ("http://h:/a%2Fb", "/a%2Fb", nil, "h:"),
-        ("/callbacks/CarrierService?x", "/callbacks/CarrierService", "x", "fallback"),
-        ("/", "/", nil, "fallback"),
-        ("/a?", "/a", "", "fallback"),
-    ] as [(String, String, String?, String)])
+    @Test(
+        arguments: [
+            // target, path, query, authority (Host is "fallback").
+            ("http://listener.example.com/callbacks/CarrierService", "/callbacks/CarrierService", nil, "listener.example.com"),
+            (
+                "HTTP://Listener.Example.COM:9001/callbacks/DeviceUsage?x=1&y", "/callbacks/DeviceUsage", "x=1&y",
+                "Listener.Example.COM:9001"
+            ),
+            ("https://h", "/", nil, "h"),
+            ("http://h?q", "/", "q", "h"),
+            ("http://[::1]:8080/a/b", "/a/b", nil, "[::1]:8080"),
+            ("http://h:/a%2Fb", "/a%2Fb", nil, "h:"),
+            ("/callbacks/CarrierService?x", "/callbacks/CarrierService", "x", "fallback"),
+            ("/", "/", nil, "fallback"),
+            ("/a?", "/a", "", "fallback"),
+        ] as [(String, String, String?, String)])
     func absoluteFormExposesItsPathQueryAndAuthority(target: String, path: String, query: String?, authority: String) throws {
         let request = try #require(parseEverySplit("GET \(target) HTTP/1.1\r\nHost: fallback\r\n\r\n").requests.first)
         #expect(request.head.target == target)

@@ -1,5 +1,6 @@
-@testable import HTTP1
 import Testing
+
+@testable import HTTP1
 
 @Suite struct ResponseSerializerTests {
     /// Serializes and replaces the Date value with `<date>` after checking its format.
@@ -50,41 +51,44 @@ import Testing
 
     @Test func okWithHeadersAndBodyKeepAlive() {
         let response = HTTPResponse(status: .ok, contentType: "application/json", body: "{\"ok\":true}")
-        #expect(serialize(response) == """
-            HTTP/1.1 200 OK\r
-            Content-Type: application/json\r
-            Date: <date>\r
-            Content-Length: 11\r
-            \r
-            {"ok":true}
-            """)
+        #expect(
+            serialize(response) == """
+                HTTP/1.1 200 OK\r
+                Content-Type: application/json\r
+                Date: <date>\r
+                Content-Length: 11\r
+                \r
+                {"ok":true}
+                """)
     }
 
     @Test func closeAddsConnectionClose() {
         let response = HTTPResponse(status: .badRequest, contentType: "text/plain", body: "bad\n")
-        #expect(serialize(response, keepAlive: false) == """
-            HTTP/1.1 400 Bad Request\r
-            Content-Type: text/plain\r
-            Date: <date>\r
-            Content-Length: 4\r
-            Connection: close\r
-            \r
-            bad
+        #expect(
+            serialize(response, keepAlive: false) == """
+                HTTP/1.1 400 Bad Request\r
+                Content-Type: text/plain\r
+                Date: <date>\r
+                Content-Length: 4\r
+                Connection: close\r
+                \r
+                bad
 
-            """)
+                """)
         #expect(serialize(response, version: .http1_0, keepAlive: false).contains("Connection: close\r\n"))
     }
 
     @Test func http10KeepAliveSaysSo() {
         let response = HTTPResponse(status: .ok)
-        #expect(serialize(response, version: .http1_0, keepAlive: true) == """
-            HTTP/1.1 200 OK\r
-            Date: <date>\r
-            Content-Length: 0\r
-            Connection: keep-alive\r
-            \r
+        #expect(
+            serialize(response, version: .http1_0, keepAlive: true) == """
+                HTTP/1.1 200 OK\r
+                Date: <date>\r
+                Content-Length: 0\r
+                Connection: keep-alive\r
+                \r
 
-            """)
+                """)
     }
 
     @Test func noContentHasNoLengthAndNoBody() {
@@ -95,8 +99,10 @@ import Testing
     @Test func ownedHeadersAreNotDuplicated() {
         let response = HTTPResponse(
             status: .ok,
-            headers: ["content-length": "99", "Date": "yesterday", "Connection": "upgrade", "Transfer-Encoding": "chunked",
-                      "X-Kept": "1"],
+            headers: [
+                "content-length": "99", "Date": "yesterday", "Connection": "upgrade", "Transfer-Encoding": "chunked",
+                "X-Kept": "1",
+            ],
             body: Array("abc".utf8))
         #expect(serialize(response) == "HTTP/1.1 200 OK\r\nX-Kept: 1\r\nDate: <date>\r\nContent-Length: 3\r\n\r\nabc")
     }
@@ -104,15 +110,16 @@ import Testing
     @Test func lineBreaksInHeadersCannotSplitTheResponse() {
         let response = HTTPResponse(
             status: HTTPStatus(code: 200, reason: "O\r\nK"), headers: ["X-Evil": "a\r\nSet-Cookie: x=1", "X\nY": "z\u{0}"])
-        #expect(serialize(response) == """
-            HTTP/1.1 200 O  K\r
-            X-Evil: a  Set-Cookie: x=1\r
-            X Y: z \r
-            Date: <date>\r
-            Content-Length: 0\r
-            \r
+        #expect(
+            serialize(response) == """
+                HTTP/1.1 200 O  K\r
+                X-Evil: a  Set-Cookie: x=1\r
+                X Y: z \r
+                Date: <date>\r
+                Content-Length: 0\r
+                \r
 
-            """)
+                """)
     }
 
     @Test func appendsToWhatIsInTheBuffer() {

@@ -50,9 +50,11 @@ struct CurlHTTPClientLoopbackTests {
         let server = try LoopbackServer()
         defer { server.stop() }
         let client = CurlHTTPClient()
-        let response = try client.send(.init(
-            method: .put, url: server.url + "/a?b=1", headers: [(name: "X-Test", value: "yes"), (name: "Content-Type", value: "text/plain")],
-            body: Array("hello".utf8)))
+        let response = try client.send(
+            .init(
+                method: .put, url: server.url + "/a?b=1",
+                headers: [(name: "X-Test", value: "yes"), (name: "Content-Type", value: "text/plain")],
+                body: Array("hello".utf8)))
         #expect(response.status == 200)
         #expect(response.body == Array("hello".utf8))
         #expect(response.headerValue("x-seen-method") == "PUT")

@@ -44,46 +44,52 @@ final class LoopbackServer: Sendable {
         configuration.port = 0
         configuration.ioQueueCount = 2
         let logger = Logger(label: "loopback") { _ in SwiftLogNoOpLogHandler() }
-        server = HTTPServer(configuration: configuration, handler: HTTPClosureHandler { request, context, responder in
-            let seen = Seen(
-                connectionID: context.connectionID, method: request.head.method, target: request.head.target,
-                headers: request.head.headers, body: request.body)
-            var headers: HTTPHeaders = ["Content-Type": "text/plain", "X-Seen-Method": request.head.method]
-            if let retryAfter = request.head.headers["X-Answer-Retry-After"] { headers.add(name: "Retry-After", value: retryAfter) }
-            let response = HTTPResponse(status: .ok, headers: headers, body: request.body.isEmpty ? Array("ok".utf8) : request.body)
-            enum Next { case answer, hold(first: Bool), release([(HTTPResponder, HTTPResponse)]) }
-            let next: Next = shared.state.withLock { state in
-                state.seen.append(seen)
-                guard state.holding else {
-                    state.maxOpen = max(state.maxOpen, 1)
-                    return .answer
+        server = HTTPServer(
+            configuration: configuration,
+            handler: HTTPClosureHandler { request, context, responder in
+                let seen = Seen(
+                    connectionID: context.connectionID, method: request.head.method, target: request.head.target,
+                    headers: request.head.headers, body: request.body)
+                var headers: HTTPHeaders = ["Content-Type": "text/plain", "X-Seen-Method": request.head.method]
+                if let retryAfter = request.head.headers["X-Answer-Retry-After"] { headers.add(name: "Retry-After", value: retryAfter) }
+                let response = HTTPResponse(status: .ok, headers: headers, body: request.body.isEmpty ? Array("ok".utf8) : request.body)
+                enum Next {
+                    case answer
+                    case hold(first: Bool)
+                    case release([(HTTPResponder, HTTPResponse)])
                 }
-                state.held.append((responder, response))
-                state.maxOpen = max(state.maxOpen, state.held.count)
-                guard state.held.count >= target else { return .hold(first: state.held.count == 1) }
-                state.holding = false
-                defer { state.held.removeAll() }
-                return .release(state.held)
-            }
-            switch next {
-            case .answer:
-                responder.respond(response)
-            case let .hold(first):
-                guard first else { break }
-                let (seconds, attoseconds) = timeout.components
-                let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
-                    let late = shared.state.withLock { state in
-                        state.holding = false
-                        defer { state.held.removeAll() }
-                        return state.held
+                let next: Next = shared.state.withLock { state in
+                    state.seen.append(seen)
+                    guard state.holding else {
+                        state.maxOpen = max(state.maxOpen, 1)
+                        return .answer
                     }
-                    for (responder, response) in late { responder.respond(response) }
+                    state.held.append((responder, response))
+                    state.maxOpen = max(state.maxOpen, state.held.count)
+                    guard state.held.count >= target else { return .hold(first: state.held.count == 1) }
+                    state.holding = false
+                    defer { state.held.removeAll() }
+                    return .release(state.held)
                 }
-            case let .release(all):
-                for (responder, response) in all { responder.respond(response) }
-            }
-        }, logger: logger)
+                switch next {
+                case .answer:
+                    responder.respond(response)
+                case let .hold(first):
+                    guard first else { break }
+                    let (seconds, attoseconds) = timeout.components
+                    let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
+                        let late = shared.state.withLock { state in
+                            state.holding = false
+                            defer { state.held.removeAll() }
+                            return state.held
+                        }
+                        for (responder, response) in late { responder.respond(response) }
+                    }
+                case let .release(all):
+                    for (responder, response) in all { responder.respond(response) }
+                }
+            }, logger: logger)
         try server.start()
     }
 

@@ -1,5 +1,6 @@
 import Dispatch
 import Testing
+
 @testable import HTTPServer
 
 /// A loop and its connections are confined to the loop's queue; touching

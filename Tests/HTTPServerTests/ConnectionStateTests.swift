@@ -1,6 +1,7 @@
 import HTTP1
-@testable import HTTPServer
 import Testing
+
+@testable import HTTPServer
 
 /// The connection state machine's deadlines, without sockets.
 @Suite struct ConnectionStateTests {

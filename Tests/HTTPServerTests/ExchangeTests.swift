@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Dispatch
 import HTTP1
 import HTTPServer
 import TestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Requests and responses over real sockets: keep-alive, pipelining, bodies,
 /// 100-continue, errors.
@@ -149,7 +150,10 @@ import Testing
             var head = [UInt8]()
             while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
                 var byte: UInt8 = 0
-                guard recv(client.fd, &byte, 1, 0) == 1 else { Issue.record("connection ended"); return }
+                guard recv(client.fd, &byte, 1, 0) == 1 else {
+                    Issue.record("connection ended")
+                    return
+                }
                 head.append(byte)
             }
             let headText = String(decoding: head, as: UTF8.self)

@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Dispatch
 import HTTP1
 import HTTPServer
 import TestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Each configured limit and timeout, over real sockets with small values.
 @Suite struct LimitTests {
@@ -77,10 +78,16 @@ import Testing
             let client = try TestClient(port: port)
             var gotTimeout = false
             for byte in "GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8 {
-                do { try client.send([byte]) } catch { gotTimeout = true; break }
+                do { try client.send([byte]) } catch {
+                    gotTimeout = true
+                    break
+                }
                 usleep(100_000)
                 var probe: UInt8 = 0
-                if recv(client.fd, &probe, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0 { gotTimeout = true; break }
+                if recv(client.fd, &probe, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0 {
+                    gotTimeout = true
+                    break
+                }
             }
             #expect(gotTimeout)
             #expect(try client.readResponse().status == 408)

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import HTTP1
 import HTTPServer
 import TestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Garbage is answered as soon as its first bad byte arrives, over real
 /// sockets: the head (or chunk line, or trailer section) is left unfinished

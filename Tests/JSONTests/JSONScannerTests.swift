@@ -88,7 +88,8 @@ struct JSONScannerTests {
     }
 
     @Test func rejectsInvalidUTF8() {
-        let prefix = Array("{\"a\":\"".utf8), suffix = Array("\"}".utf8)
+        let prefix = Array("{\"a\":\"".utf8)
+        let suffix = Array("\"}".utf8)
         for (bytes, why) in [
             ([0xC3, 0x28], "bad continuation"), ([0xED, 0xA0, 0x80], "an encoded surrogate"),
             ([0xC0, 0xAF], "overlong"), ([0xE0, 0x80, 0xAF], "overlong of three"), ([0xF4, 0x90, 0x80, 0x80], "above U+10FFFF"),

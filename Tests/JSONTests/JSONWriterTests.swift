@@ -1,6 +1,5 @@
-import Testing
-
 import JSON
+import Testing
 
 private func literal(_ text: String) -> String {
     var output: [UInt8] = []
@@ -66,24 +65,37 @@ struct JSONWriterTests {
     @Test func writesObjectsAndArraysWithCommas() {
         var json = JSONWriter()
         json.beginObject()
-        json.key("status"); json.string("stored")
-        json.key("id"); json.integer(42)
-        json.key("list"); json.beginArray()
-        json.integer(-7); json.bool(true); json.bool(false); json.null()
-        json.beginObject(); json.endObject()
-        json.beginArray(); json.endArray()
+        json.key("status")
+        json.string("stored")
+        json.key("id")
+        json.integer(42)
+        json.key("list")
+        json.beginArray()
+        json.integer(-7)
+        json.bool(true)
+        json.bool(false)
+        json.null()
+        json.beginObject()
+        json.endObject()
+        json.beginArray()
+        json.endArray()
         json.string("x")
         json.endArray()
-        json.key("empty"); json.beginObject(); json.endObject()
+        json.key("empty")
+        json.beginObject()
         json.endObject()
-        #expect(String(decoding: json.bytes, as: UTF8.self) == #"{"status":"stored","id":42,"list":[-7,true,false,null,{},[],"x"],"empty":{}}"#)
+        json.endObject()
+        #expect(
+            String(decoding: json.bytes, as: UTF8.self) == #"{"status":"stored","id":42,"list":[-7,true,false,null,{},[],"x"],"empty":{}}"#)
     }
 
     @Test func optionalsBecomeNull() {
         var json = JSONWriter()
         json.beginArray()
-        json.string(nil as String?); json.string("a" as String?)
-        json.integer(nil as Int?); json.integer(3 as Int64?)
+        json.string(nil as String?)
+        json.string("a" as String?)
+        json.integer(nil as Int?)
+        json.integer(3 as Int64?)
         json.endArray()
         #expect(String(decoding: json.bytes, as: UTF8.self) == #"[null,"a",null,3]"#)
     }
@@ -91,7 +103,11 @@ struct JSONWriterTests {
     @Test func integersInEveryWidth() {
         var json = JSONWriter()
         json.beginArray()
-        json.integer(0); json.integer(Int64.max); json.integer(Int64.min); json.integer(UInt64.max); json.integer(Int8.min)
+        json.integer(0)
+        json.integer(Int64.max)
+        json.integer(Int64.min)
+        json.integer(UInt64.max)
+        json.integer(Int8.min)
         json.endArray()
         #expect(String(decoding: json.bytes, as: UTF8.self) == "[0,\(Int64.max),\(Int64.min),\(UInt64.max),-128]")
     }
@@ -99,7 +115,8 @@ struct JSONWriterTests {
     @Test func keysAndStringsAreEscaped() {
         var json = JSONWriter()
         json.beginObject()
-        json.key("a\"b"); json.string("line\n")
+        json.key("a\"b")
+        json.string("line\n")
         json.endObject()
         #expect(String(decoding: json.bytes, as: UTF8.self) == #"{"a\"b":"line\u000a"}"#)
     }
@@ -107,15 +124,20 @@ struct JSONWriterTests {
     @Test func rawValuesAreCopiedAsTheyAre() {
         var json = JSONWriter()
         json.beginObject()
-        json.key("body"); json.raw(Array(#"{ "x" : [1, 2] }"#.utf8))
-        json.key("after"); json.integer(1)
+        json.key("body")
+        json.raw(Array(#"{ "x" : [1, 2] }"#.utf8))
+        json.key("after")
+        json.integer(1)
         json.endObject()
         #expect(String(decoding: json.bytes, as: UTF8.self) == #"{"body":{ "x" : [1, 2] },"after":1}"#)
     }
 
     @Test func appendsToAnExistingBufferWithoutALeadingComma() {
         var json = JSONWriter(appendingTo: Array("prefix ".utf8), reservingCapacity: 16)
-        json.beginObject(); json.key("a"); json.integer(1); json.endObject()
+        json.beginObject()
+        json.key("a")
+        json.integer(1)
+        json.endObject()
         #expect(String(decoding: json.bytes, as: UTF8.self) == #"prefix {"a":1}"#)
 
         var values = JSONWriter(appendingTo: Array("7".utf8))

@@ -3,8 +3,8 @@ import Logging
 import Synchronization
 import TestSupport
 import Testing
-@testable import ListenerApp
 
+@testable import ListenerApp
 
 @Suite struct ConfigurationTests {
     func load(_ json: String?, environment: [String: String] = [:]) async throws -> ListenerConfiguration {
@@ -71,7 +71,8 @@ import Testing
         // ThingSpace credentials turn registration on for `serve`, which then needs the
         // base URL; the callbacks commands do not register {callbackBaseURL}/{Service}.
         let credentials = #"{"thingspace": {"accountName": "a", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"}}"#
-        let explicit = #"{"thingspace": {"register": true, "accountName": "a", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"}}"#
+        let explicit =
+            #"{"thingspace": {"register": true, "accountName": "a", "clientID": "c", "clientSecret": "s", "username": "u", "password": "p"}}"#
         for json in [credentials, explicit] {
             let directory = try TemporaryDirectory()
             let path = try directory.write("config.json", json)
@@ -138,7 +139,8 @@ import Testing
             let message = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-            let input = Pipe(), output = Pipe()
+            let input = Pipe()
+            let output = Pipe()
             process.standardInput = input
             process.standardOutput = output
             try process.run()
@@ -164,7 +166,8 @@ import Testing
     @Test func textLinesCannotBeForgedWithControlCharacters() {
         let captured = Mutex<[UInt8]>([])
         let handler = ListenerLogHandler(
-            label: "test", format: .text, level: LogLevelControl(), journald: true, output: LogOutput { line in captured.withLock { $0 += line } })
+            label: "test", format: .text, level: LogLevelControl(), journald: true,
+            output: LogOutput { line in captured.withLock { $0 += line } })
         var logger = Logger(label: "test") { _ in handler }
         logger.logLevel = .info
         logger.notice("callback rejected", metadata: ["detail": "member \"a\n<3>ERROR forged\" twice"])

@@ -4,6 +4,7 @@ import HTTPServer
 import Logging
 import TestSupport
 import Testing
+
 @testable import ListenerApp
 
 /// The intake handler's checks, in order, and the answer each gives: called
@@ -70,7 +71,8 @@ import Testing
 
     @Test func methodNotAllowedSaysWhichIs() {
         let context = HTTPRequestContext(connectionID: 1, remoteAddress: "127.0.0.1", remotePort: 1)
-        guard case .reject(_, _, _, let headers, let service) = handler.admit(request("PUT"), context: context, policy: handler.currentPolicy)
+        guard
+            case .reject(_, _, _, let headers, let service) = handler.admit(request("PUT"), context: context, policy: handler.currentPolicy)
         else {
             Issue.record("PUT was admitted")
             return
@@ -121,9 +123,10 @@ import Testing
     }
 
     @Test func theStoredBodyHasThePasswordRedacted() throws {
-        guard case .store(let callback) = handler.admit(
-            request(), context: HTTPRequestContext(connectionID: 1, remoteAddress: "127.0.0.1", remotePort: 1),
-            policy: handler.currentPolicy)
+        guard
+            case .store(let callback) = handler.admit(
+                request(), context: HTTPRequestContext(connectionID: 1, remoteAddress: "127.0.0.1", remotePort: 1),
+                policy: handler.currentPolicy)
         else {
             Issue.record("not admitted")
             return

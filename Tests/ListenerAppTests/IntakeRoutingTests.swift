@@ -5,6 +5,7 @@ import Logging
 import Synchronization
 import TestSupport
 import Testing
+
 @testable import ListenerApp
 
 // Admission of the intake and the admin handler as a parsed request reaches
@@ -21,9 +22,12 @@ func parsedRequest(_ text: String) throws -> HTTPRequest {
     throw HTTPParseError.invalidRequestLine
 }
 
-private func post(_ target: String, method: String = "POST", body: String = #"{"requestId":"r-1","status":"Success"}"#) throws -> HTTPRequest {
+private func post(_ target: String, method: String = "POST", body: String = #"{"requestId":"r-1","status":"Success"}"#) throws
+    -> HTTPRequest
+{
     try parsedRequest(
-        "\(method) \(target) HTTP/1.1\r\nHost: listener.example.com\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        "\(method) \(target) HTTP/1.1\r\nHost: listener.example.com\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    )
 }
 
 /// A callback handler over the in-memory store.

@@ -6,6 +6,7 @@ import TestSupport
 import Testing
 import ThingSpace
 import ThingSpaceSandbox
+
 @testable import ListenerApp
 
 /// The whole listener in this process: real sockets on 127.0.0.1, a real
@@ -160,7 +161,11 @@ func callbackBody(password: String = "listener-pass", requestID: String = UUID()
         #expect(eventually { (try? admin.get("/readyz").bodyText) == "ready\n" })
         // The sandbox delivers to the registered URL and the listener stores it.
         #expect(host.sandbox.deliverSample(serviceName: "CarrierService"))
-        #expect(eventually { String(decoding: listener.service.metrics.exposition(), as: UTF8.self).contains("callbacks_stored_total{service=\"CarrierService\"} 1") })
+        #expect(
+            eventually {
+                String(decoding: listener.service.metrics.exposition(), as: UTF8.self).contains(
+                    "callbacks_stored_total{service=\"CarrierService\"} 1")
+            })
         try await listener.stop()
         #expect(host.sandbox.registrations.isEmpty)
         #expect(host.sandbox.journal.filter { $0.route == .deregister }.count == 2)

@@ -4,6 +4,7 @@ import ServiceLifecycle
 import Synchronization
 import TestSupport
 import Testing
+
 @testable import ListenerApp
 
 /// A part that records its start and stop in a shared journal.
@@ -115,9 +116,15 @@ private final class RecordingPart: ListenerPart {
                 stop: { _ in },
                 serving: { await serving.wait() },
                 reload: {
-                    state.withLock { $0.running += 1; $0.most = max($0.most, $0.running) }
+                    state.withLock {
+                        $0.running += 1
+                        $0.most = max($0.most, $0.running)
+                    }
                     try? await Task.sleep(for: .milliseconds(150))
-                    state.withLock { $0.running -= 1; $0.count += 1 }
+                    state.withLock {
+                        $0.running -= 1
+                        $0.count += 1
+                    }
                 }
             )
         )

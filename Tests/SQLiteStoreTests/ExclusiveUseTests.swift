@@ -1,7 +1,8 @@
+import CallbackStore
 import Dispatch
 import Foundation
 import Testing
-import CallbackStore
+
 @testable import SQLiteStore
 
 /// A connection used from two threads at once stops the process (an exit

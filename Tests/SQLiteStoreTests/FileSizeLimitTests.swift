@@ -1,12 +1,12 @@
 import CallbackStore
-import SQLiteStore
 import Foundation
 import Logging
+import SQLiteStore
 import TestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("GroupCommitWriter under a file size limit")
@@ -47,7 +47,8 @@ enum FileSizeLimitScenario {
         lowered.rlim_cur = 1_024
         check(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &lowered) == 0, "setrlimit lower")
         for index in 1...2 {
-            check(writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)"), completion: log.completion), "submit lost")
+            check(
+                writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)"), completion: log.completion), "submit lost")
         }
         probe.holdNextBatches(1)
         probe.resume()

@@ -20,9 +20,10 @@ func sqliteRows(_ path: String, _ sql: String) throws -> [[String?]] {
         let code = sqlite3_step(statement)
         if code == SQLITE_DONE { return rows }
         guard code == SQLITE_ROW else { throw ShellError(message: String(cString: sqlite3_errmsg(db))) }
-        rows.append((0..<sqlite3_column_count(statement)).map { column in
-            sqlite3_column_text(statement, column).map { String(cString: $0) }
-        })
+        rows.append(
+            (0..<sqlite3_column_count(statement)).map { column in
+                sqlite3_column_text(statement, column).map { String(cString: $0) }
+            })
     }
 }
 

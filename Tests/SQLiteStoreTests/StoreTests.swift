@@ -1,10 +1,10 @@
+import CallbackStore
 import Foundation
 import TestSupport
 import Testing
-
-import CallbackStore
-@testable import SQLiteStore
 import Vocabulary
+
+@testable import SQLiteStore
 
 @Suite("SQLiteCallbackStore")
 struct StoreTests {
@@ -19,14 +19,17 @@ struct StoreTests {
             #expect(try sqliteValue(path, "PRAGMA journal_mode") == "wal")
             #expect(try sqliteValue(path, "PRAGMA user_version") == "2")
             let columns = try sqliteRows(path, "SELECT name FROM pragma_table_info('callbacks') ORDER BY cid").map { $0[0] }
-            #expect(columns == [
-                "id", "received_at", "service", "request_id", "device_ids", "status", "callback_count",
-                "remote_address", "dedup_key", "duplicate_of", "body",
-            ])
+            #expect(
+                columns == [
+                    "id", "received_at", "service", "request_id", "device_ids", "status", "callback_count",
+                    "remote_address", "dedup_key", "duplicate_of", "body",
+                ])
             let indexes = Set(try sqliteRows(path, "SELECT name FROM sqlite_schema WHERE type = 'index'").compactMap { $0[0] })
-            #expect(indexes.isSuperset(of: [
-                "callbacks_dedup_key_without_request_id", "callbacks_service_received_at", "callbacks_request_id", "callbacks_received_at",
-            ]))
+            #expect(
+                indexes.isSuperset(of: [
+                    "callbacks_dedup_key_without_request_id", "callbacks_service_received_at", "callbacks_request_id",
+                    "callbacks_received_at",
+                ]))
 
             let reopened = try SQLiteCallbackStore(path: path)
             defer { reopened.close() }
@@ -40,7 +43,9 @@ struct StoreTests {
         try withTemporaryDirectory { directory in
             let store = try SQLiteCallbackStore(path: directory.databasePath)
             defer { store.close() }
-            let body = Array("{ \"requestId\" : \"r-1\",\n\t\"password\":\"[REDACTED]\", \"note\": \"caf\u{E9} \u{2603} \\\"q\\\" \\u0000\", \"n\": 1.50e0 }  ".utf8)
+            let body = Array(
+                "{ \"requestId\" : \"r-1\",\n\t\"password\":\"[REDACTED]\", \"note\": \"caf\u{E9} \u{2603} \\\"q\\\" \\u0000\", \"n\": 1.50e0 }  "
+                    .utf8)
             let callback = NewCallback(
                 receivedAt: 1_712_345_678_901,
                 service: "DeviceUsage",
@@ -65,8 +70,11 @@ struct StoreTests {
             // People query bodies and devices with the sqlite3 shell.
             let path = directory.databasePath
             #expect(try sqliteValue(path, "SELECT json_extract(body, '$.requestId') FROM callbacks WHERE id = \(receipts[0].id)") == "r-1")
-            #expect(try sqliteValue(path, "SELECT json_extract(device_ids, '$[1].id') FROM callbacks WHERE id = \(receipts[0].id)") == "a\"b\\c\n")
-            #expect(try sqliteValue(path, "SELECT length(CAST(body AS BLOB)) FROM callbacks WHERE id = \(receipts[0].id)") == "\(body.count)")
+            #expect(
+                try sqliteValue(path, "SELECT json_extract(device_ids, '$[1].id') FROM callbacks WHERE id = \(receipts[0].id)")
+                    == "a\"b\\c\n")
+            #expect(
+                try sqliteValue(path, "SELECT length(CAST(body AS BLOB)) FROM callbacks WHERE id = \(receipts[0].id)") == "\(body.count)")
             #expect(try sqliteValue(path, "SELECT typeof(body) FROM callbacks WHERE id = \(receipts[0].id)") == "text")
         }
     }
@@ -229,16 +237,19 @@ struct StoreTests {
             typealias Count = CallbackStats.Count
             #expect(stats.total == 4)
             #expect(stats.duplicates == 1)
-            #expect(stats.byService == [
-                Count(key: "CarrierService", count: 2, duplicates: 1), Count(key: "DeviceUsage", count: 2, duplicates: 0),
-            ])
-            #expect(stats.byStatus == [
-                Count(key: nil, count: 1, duplicates: 0), Count(key: "Failed", count: 1, duplicates: 0),
-                Count(key: "Success", count: 2, duplicates: 1),
-            ])
-            #expect(stats.byDay == [
-                Count(key: "2024-01-01", count: 2, duplicates: 1), Count(key: "2024-01-02", count: 2, duplicates: 0),
-            ])
+            #expect(
+                stats.byService == [
+                    Count(key: "CarrierService", count: 2, duplicates: 1), Count(key: "DeviceUsage", count: 2, duplicates: 0),
+                ])
+            #expect(
+                stats.byStatus == [
+                    Count(key: nil, count: 1, duplicates: 0), Count(key: "Failed", count: 1, duplicates: 0),
+                    Count(key: "Success", count: 2, duplicates: 1),
+                ])
+            #expect(
+                stats.byDay == [
+                    Count(key: "2024-01-01", count: 2, duplicates: 1), Count(key: "2024-01-02", count: 2, duplicates: 0),
+                ])
 
             let empty = try SQLiteCallbackStore(path: directory.path + "/empty.db")
             defer { empty.close() }
@@ -287,9 +298,10 @@ struct StoreTests {
                 makeCallback(receivedAt: Int64(index), requestID: index % 5 == 4 ? "r\(index - 1)" : "r\(index)")
             }
             _ = try store.insert(old)
-            let kept = try store.insert((0..<10).map { index in
-                makeCallback(receivedAt: 10_000, requestID: "r\(index * 10)")
-            })
+            let kept = try store.insert(
+                (0..<10).map { index in
+                    makeCallback(receivedAt: 10_000, requestID: "r\(index * 10)")
+                })
             #expect(kept.allSatisfy { $0.duplicateOf != nil })
 
             #expect(try store.purge(olderThan: 10_000) == 2_500)
@@ -333,7 +345,9 @@ struct StoreTests {
         try withTemporaryDirectory { directory in
             let path = directory.databasePath
             // The version 1 layout as released: a full index on dedup_key.
-            try sqliteExecute(path, """
+            try sqliteExecute(
+                path,
+                """
                 PRAGMA journal_mode = WAL;
                 CREATE TABLE callbacks (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at INTEGER NOT NULL, service TEXT NOT NULL,

@@ -1,11 +1,11 @@
+import CallbackStore
 import Foundation
 import Logging
 import Synchronization
 import TestSupport
-
-import CallbackStore
-@testable import SQLiteStore
 import Vocabulary
+
+@testable import SQLiteStore
 
 extension TemporaryDirectory {
     /// Where the tests put the store.

@@ -6,7 +6,6 @@ import Synchronization
 import TestSupport
 import Testing
 
-import CallbackStore
 @testable import SQLiteStore
 
 @Suite("GroupCommitWriter")
@@ -127,7 +126,9 @@ struct WriterTests {
             #expect(probe.waitForHold(1))
             try store.executeForTesting("PRAGMA max_page_count = 1")
             for index in 1...2 {
-                #expect(writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)", body: body), completion: log.completion))
+                #expect(
+                    writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)", body: body), completion: log.completion)
+                )
             }
             probe.holdNextBatches(1)  // hold again before the next batch
             probe.resume()
@@ -359,13 +360,14 @@ struct WriterTests {
             }
             // Once close() has begun, submissions are refused; those accepted before are committed.
             var accepted = 11
-            #expect(eventually(within: .seconds(20)) {
-                if writer.submit(makeCallback(dedupKey: "late\(accepted)"), completion: log.completion) {
-                    accepted += 1
-                    return false
-                }
-                return true
-            })
+            #expect(
+                eventually(within: .seconds(20)) {
+                    if writer.submit(makeCallback(dedupKey: "late\(accepted)"), completion: log.completion) {
+                        accepted += 1
+                        return false
+                    }
+                    return true
+                })
             probe.resume()
             #expect(closed.wait(timeout: .now() + 30) == .success)
 
@@ -388,10 +390,11 @@ struct WriterTests {
             #expect(eventually(within: .seconds(20)) { writer.progressHeartbeat > start + 1 })
 
             let done = DispatchSemaphore(value: 0)
-            #expect(writer.submit(makeCallback()) { result in
-                writer.close()
-                if case .success = result { done.signal() }
-            })
+            #expect(
+                writer.submit(makeCallback()) { result in
+                    writer.close()
+                    if case .success = result { done.signal() }
+                })
             #expect(done.wait(timeout: .now() + 30) == .success)
             writer.close()
             #expect(!writer.submit(makeCallback()) { _ in })

@@ -1,8 +1,8 @@
 // A loopback socket that never answers, for transport-error tests.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A TCP socket bound to 127.0.0.1 on an ephemeral port that never answers:
@@ -21,8 +21,16 @@ public final class SilentSocket {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0 else { close(fd); throw SocketError.failed("bind") }
-        if listening { guard listen(fd, 8) == 0 else { close(fd); throw SocketError.failed("listen") } }
+        guard bound == 0 else {
+            close(fd)
+            throw SocketError.failed("bind")
+        }
+        if listening {
+            guard listen(fd, 8) == 0 else {
+                close(fd)
+                throw SocketError.failed("listen")
+            }
+        }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }

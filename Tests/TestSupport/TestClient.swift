@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public enum TestClientError: Error, CustomStringConvertible {
     case connectFailed(Int32)
@@ -146,7 +147,10 @@ public final class TestClient {
     public func readResponse() throws -> ClientResponse {
         var headEnd: Int?
         for _ in 0..<10_000 {
-            if let end = findHeadEnd() { headEnd = end; break }
+            if let end = findHeadEnd() {
+                headEnd = end
+                break
+            }
             try fill()
         }
         guard let headEnd else { throw TestClientError.malformed("head never ended") }
@@ -200,7 +204,6 @@ public final class TestClient {
         }
     }
 }
-
 
 extension TestClient {
     /// Sends one request without waiting for its response (read it with `readResponse()`).

@@ -1,13 +1,14 @@
 import Foundation
 import Testing
-@testable import ThingSpace
 import Vocabulary
+
+@testable import ThingSpace
 
 /// The fixtures ThingSpace bodies are modelled on (../shared/fixtures, or the copy in Tests/Fixtures).
 func fixture(_ name: String) throws -> [UInt8] {
     let here = URL(fileURLWithPath: #filePath)
     let candidates = [
-        here.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)"),
+        here.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)")
     ]
     for url in candidates where FileManager.default.fileExists(atPath: url.path) {
         return Array(try Data(contentsOf: url))
@@ -43,9 +44,12 @@ func fixture(_ name: String) throws -> [UInt8] {
     }
 
     @Test func identityIgnoresLayoutKeyOrderAndKindCaseButNotContent() throws {
-        let a = #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2","kind":"iccid"}],"status":"Success","deviceResponse":{"a":1,"b":"x"},"callbackCount":1,"password":"p1"}"#
-        let b = #"{ "password": "p2", "callbackCount": 3, "maxCallbackThreshold": 4, "deviceResponse": {"b": "\u0078", "a": 1}, "status": "Success", "deviceIds": [{"kind": "Iccid", "id": "2"}, {"kind": "imei", "id": "1"}], "requestId": "r1" }"#
-        let c = #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2","kind":"iccid"}],"status":"Success","deviceResponse":{"a":2,"b":"x"}}"#
+        let a =
+            #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2","kind":"iccid"}],"status":"Success","deviceResponse":{"a":1,"b":"x"},"callbackCount":1,"password":"p1"}"#
+        let b =
+            #"{ "password": "p2", "callbackCount": 3, "maxCallbackThreshold": 4, "deviceResponse": {"b": "\u0078", "a": 1}, "status": "Success", "deviceIds": [{"kind": "Iccid", "id": "2"}, {"kind": "imei", "id": "1"}], "requestId": "r1" }"#
+        let c =
+            #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2","kind":"iccid"}],"status":"Success","deviceResponse":{"a":2,"b":"x"}}"#
         let ea = try CallbackEnvelope(body: Array(a.utf8))
         let eb = try CallbackEnvelope(body: Array(b.utf8))
         let ec = try CallbackEnvelope(body: Array(c.utf8))
@@ -58,8 +62,10 @@ func fixture(_ name: String) throws -> [UInt8] {
 
     /// Identities become stored dedup keys: their bytes must not change from one version to the next.
     @Test func identityBytesAreStable() throws {
-        let body = #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2\n\"x","kind":"iccid"}],"status":"Su\u0001ccess","deviceResponse":{"a":1,"b":"x\u2028\u00e9"},"n\u000a":[1.5e3,-0,true,null,{"z":{},"y":[]}],"password":"p1"}"#
-        let expected = "\"deviceIds\":[\"iccid\":\"2\\u000a\\\"x\",\"imei\":\"1\"]\n\"deviceResponse\":{\"a\":1,\"b\":\"x\u{2028}\u{E9}\"}\n"
+        let body =
+            #"{"requestId":"r1","deviceIds":[{"id":"1","kind":"IMEI"},{"id":"2\n\"x","kind":"iccid"}],"status":"Su\u0001ccess","deviceResponse":{"a":1,"b":"x\u2028\u00e9"},"n\u000a":[1.5e3,-0,true,null,{"z":{},"y":[]}],"password":"p1"}"#
+        let expected =
+            "\"deviceIds\":[\"iccid\":\"2\\u000a\\\"x\",\"imei\":\"1\"]\n\"deviceResponse\":{\"a\":1,\"b\":\"x\u{2028}\u{E9}\"}\n"
             + "\"n\\u000a\":[1.5e3,-0,true,null,{\"y\":[],\"z\":{}}]\n\"requestId\":\"r1\"\n\"status\":\"Su\\u0001ccess\"\n"
         #expect(String(decoding: try CallbackEnvelope(body: Array(body.utf8)).identity, as: UTF8.self) == expected)
     }
@@ -84,7 +90,9 @@ func fixture(_ name: String) throws -> [UInt8] {
     }
 
     @Test func unknownFieldsAndOddTypesAreKept() throws {
-        let body = Array(#"{"requestId": 42, "status": null, "deviceIds": "none", "callbackCount": "1", "niddResponse": {"x": [1, 2.5e3, true, false, null]}, "extra": "é ✓ 𝄞"}"#.utf8)
+        let body = Array(
+            #"{"requestId": 42, "status": null, "deviceIds": "none", "callbackCount": "1", "niddResponse": {"x": [1, 2.5e3, true, false, null]}, "extra": "é ✓ 𝄞"}"#
+                .utf8)
         let envelope = try CallbackEnvelope(body: body)
         #expect(envelope.requestID == nil)
         #expect(envelope.status == nil)
@@ -96,13 +104,17 @@ func fixture(_ name: String) throws -> [UInt8] {
     // The grammar itself (what is not one JSON object, repeated names in objects of any
     // size) is tested against the scanner in JSONTests; here, how its failures read.
     @Test func scannerFailuresBecomeEnvelopeErrors() {
-        #expect(throws: CallbackEnvelopeError.notJSON(offset: 7, expected: "a digit")) { try CallbackEnvelope(body: Array("{\"a\":1.}".utf8)) }
+        #expect(throws: CallbackEnvelopeError.notJSON(offset: 7, expected: "a digit")) {
+            try CallbackEnvelope(body: Array("{\"a\":1.}".utf8))
+        }
         #expect(throws: CallbackEnvelopeError.notAnObject) { try CallbackEnvelope(body: Array("[]".utf8)) }
         #expect(throws: CallbackEnvelopeError.duplicateMember("password")) {
             try CallbackEnvelope(body: Array("{\"password\":\"a\",\"password\":\"b\"}".utf8))
         }
         #expect(CallbackEnvelopeError.tooDeep.description == "body nests deeper than 64 levels")
-        #expect(CallbackEnvelopeError.notJSON(offset: 7, expected: "a digit").description == "body is not valid JSON: expected a digit at byte 7")
+        #expect(
+            CallbackEnvelopeError.notJSON(offset: 7, expected: "a digit").description
+                == "body is not valid JSON: expected a digit at byte 7")
     }
 
     @Test func rejectsInvalidUTF8AndDeepNesting() {

@@ -21,9 +21,12 @@ struct CallbacksClientTests {
         let registered = try client.register(accountName: account, request: request)
         #expect(registered == CallbackActionResult(accountName: account, serviceName: "CarrierService"))
         let listed = try client.list(accountName: account)
-        #expect(listed == [ConnectivityManagementCallback(
-            accountName: account, serviceName: "CarrierService", url: request.url,
-            username: "listener-user", password: TestSecrets.callbackPassword)])
+        #expect(
+            listed == [
+                ConnectivityManagementCallback(
+                    accountName: account, serviceName: "CarrierService", url: request.url,
+                    username: "listener-user", password: TestSecrets.callbackPassword)
+            ])
         let removed = try client.deregister(accountName: account, serviceName: "CarrierService")
         #expect(removed == CallbackActionResult(accountName: account, serviceName: "CarrierService"))
         #expect(try client.list(accountName: account) == [])
@@ -88,14 +91,16 @@ struct CallbacksClientTests {
         let fixture = try SandboxFixture()
         let client = fixture.makeClient()
         #expect(try client.list(accountName: "00 12/34?x") == [])
-        _ = try client.register(accountName: "00 12/34?x", request: RegisterCallbackRequest(name: "DeviceUsage", url: "http://127.0.0.1:9/x"))
+        _ = try client.register(
+            accountName: "00 12/34?x", request: RegisterCallbackRequest(name: "DeviceUsage", url: "http://127.0.0.1:9/x"))
         _ = try client.deregister(accountName: "00 12/34?x", serviceName: "DeviceUsage")
         let paths = fixture.sandbox.journal.filter { $0.route != .token && $0.route != .login }.map(\.path)
-        #expect(paths == [
-            "/api/m2m/v1/callbacks/00%2012%2F34%3Fx",
-            "/api/m2m/v1/callbacks/00%2012%2F34%3Fx",
-            "/api/m2m/v1/callbacks/00%2012%2F34%3Fx/name/DeviceUsage",
-        ])
+        #expect(
+            paths == [
+                "/api/m2m/v1/callbacks/00%2012%2F34%3Fx",
+                "/api/m2m/v1/callbacks/00%2012%2F34%3Fx",
+                "/api/m2m/v1/callbacks/00%2012%2F34%3Fx/name/DeviceUsage",
+            ])
         fixture.finish()
     }
 
@@ -106,14 +111,16 @@ struct CallbacksClientTests {
         let bearer = try #require(fixture.entries(.login).first?.headers["Authorization"])
         // Ask the sandbox directly: the answer has no body at all, not [].
         let raw = CurlHTTPClient()
-        let login = try raw.send(.init(
-            method: .post, url: fixture.sandbox.baseURL + "/m2m/v1/session/login",
-            headers: [(name: "Authorization", value: bearer), (name: "Content-Type", value: "application/json")],
-            body: Array(#"{"username":"uws-user","password":"UWS-PASSWORD-91bd"}"#.utf8)))
+        let login = try raw.send(
+            .init(
+                method: .post, url: fixture.sandbox.baseURL + "/m2m/v1/session/login",
+                headers: [(name: "Authorization", value: bearer), (name: "Content-Type", value: "application/json")],
+                body: Array(#"{"username":"uws-user","password":"UWS-PASSWORD-91bd"}"#.utf8)))
         let sessionToken = try #require(jsonObject(login.body)?["sessionToken"] as? String)
-        let list = try raw.send(.init(
-            method: .get, url: fixture.sandbox.baseURL + "/m2m/v1/callbacks/\(account)",
-            headers: [(name: "Authorization", value: bearer), (name: "VZ-M2M-Token", value: sessionToken)]))
+        let list = try raw.send(
+            .init(
+                method: .get, url: fixture.sandbox.baseURL + "/m2m/v1/callbacks/\(account)",
+                headers: [(name: "Authorization", value: bearer), (name: "VZ-M2M-Token", value: sessionToken)]))
         #expect(list.status == 200)
         #expect(list.body.isEmpty)
         #expect(list.headerValue("Content-Length") == "0")
@@ -124,21 +131,24 @@ struct CallbacksClientTests {
     @Test func errorBodyBecomesATypedError() throws {
         let fixture = try SandboxFixture()
         let client = fixture.makeClient()
-        fixture.sandbox.failNext(.register, status: 400, body: #"{"errorCode":"REQUEST_FAILED.UnexpectedError","errorMessage":"Could not register"}"#)
+        fixture.sandbox.failNext(
+            .register, status: 400, body: #"{"errorCode":"REQUEST_FAILED.UnexpectedError","errorMessage":"Could not register"}"#)
         #expect(throws: ThingSpaceError.api(status: 400, errorCode: "REQUEST_FAILED.UnexpectedError", errorMessage: "Could not register")) {
             try client.register(accountName: account, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h/cb"))
         }
         #expect(fixture.entries(.register).count == 1)
 
         // The sandbox's own validation answers in the same form.
-        #expect(throws: ThingSpaceError.api(
-            status: 400, errorCode: "UnifiedWebService.INPUT_INVALID.ServiceName", errorMessage: "Unknown service name 'NoSuchService'")
+        #expect(
+            throws: ThingSpaceError.api(
+                status: 400, errorCode: "UnifiedWebService.INPUT_INVALID.ServiceName", errorMessage: "Unknown service name 'NoSuchService'")
         ) {
             try client.register(accountName: account, request: RegisterCallbackRequest(name: "NoSuchService", url: "https://h/cb"))
         }
-        #expect(throws: ThingSpaceError.api(
-            status: 400, errorCode: "UnifiedWebService.REQUEST_FAILED.CallbackNotFound",
-            errorMessage: "No callback is registered for service DeviceUsage")
+        #expect(
+            throws: ThingSpaceError.api(
+                status: 400, errorCode: "UnifiedWebService.REQUEST_FAILED.CallbackNotFound",
+                errorMessage: "No callback is registered for service DeviceUsage")
         ) {
             try client.deregister(accountName: account, serviceName: "DeviceUsage")
         }
@@ -151,7 +161,8 @@ struct CallbacksClientTests {
         let client = fixture.makeClient()
         let long = String(repeating: "p", count: 41)
         #expect(throws: ThingSpaceError.self) {
-            try client.register(accountName: account, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h/cb", password: long))
+            try client.register(
+                accountName: account, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h/cb", password: long))
         }
         #expect(throws: ThingSpaceError.invalidArgument("the account name '' is empty or contains a control character")) {
             try client.list(accountName: "")
@@ -170,7 +181,8 @@ struct CallbacksClientTests {
     @Test func faultFormBecomesATypedError() throws {
         let fixture = try SandboxFixture()
         let client = fixture.makeClient()
-        let fault = #"{"fault":{"code":"900901","message":"Invalid Credentials","description":"Invalid Credentials. Make sure you have given the correct access token"}}"#
+        let fault =
+            #"{"fault":{"code":"900901","message":"Invalid Credentials","description":"Invalid Credentials. Make sure you have given the correct access token"}}"#
         fixture.sandbox.failNext(.list, status: 401, count: 2, body: fault)
         #expect(throws: ThingSpaceError.api(status: 401, errorCode: "900901", errorMessage: "Invalid Credentials")) {
             try client.list(accountName: account)
@@ -229,7 +241,9 @@ struct CallbacksClientTests {
         #expect(throws: expected) { try client.list(accountName: account) }
         #expect(fixture.entries(.login).count == 1)
         // The refusal is remembered: later calls do not log in again.
-        #expect(throws: expected) { try client.register(accountName: account, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h/cb")) }
+        #expect(throws: expected) {
+            try client.register(accountName: account, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h/cb"))
+        }
         #expect(throws: expected) { try client.authenticate() }
         #expect(fixture.entries(.login).count == 1)
         #expect(fixture.sandbox.failedLoginCount == 1)
@@ -241,8 +255,9 @@ struct CallbacksClientTests {
         var wrong = TestSecrets.credentials
         wrong.clientSecret = "WRONG-SECRET-0000"
         let client = fixture.makeClient(credentials: wrong)
-        #expect(throws: ThingSpaceError.invalidCredentials(
-            kind: .oauthClient, status: 401, errorCode: "invalid_client", errorMessage: "Client authentication failed")
+        #expect(
+            throws: ThingSpaceError.invalidCredentials(
+                kind: .oauthClient, status: 401, errorCode: "invalid_client", errorMessage: "Client authentication failed")
         ) {
             try client.list(accountName: account)
         }
@@ -259,9 +274,10 @@ struct CallbacksClientTests {
             #expect(throws: ThingSpaceError.self) { try fixture.makeClient(credentials: wrong).authenticate() }
         }
         #expect(fixture.sandbox.isLocked)
-        #expect(throws: ThingSpaceError.invalidCredentials(
-            kind: .sessionLogin, status: 400, errorCode: "UnifiedWebService.REQUEST_FAILED.SessionLogin.AccountLocked",
-            errorMessage: "The account is locked after 5 consecutive failed logins; contact M2M support to unlock it")
+        #expect(
+            throws: ThingSpaceError.invalidCredentials(
+                kind: .sessionLogin, status: 400, errorCode: "UnifiedWebService.REQUEST_FAILED.SessionLogin.AccountLocked",
+                errorMessage: "The account is locked after 5 consecutive failed logins; contact M2M support to unlock it")
         ) {
             try fixture.makeClient().list(accountName: account)
         }
@@ -275,7 +291,10 @@ struct CallbacksClientTests {
         let fixture = try SandboxFixture(client: { $0.maxAttempts = 4 })
         let client = fixture.makeClient()
         fixture.sandbox.failNext(.list, status: 503, count: 10)
-        #expect(throws: ThingSpaceError.api(status: 503, errorCode: "UnifiedWebService.INTERNAL_ERROR", errorMessage: "Service temporarily unavailable")) {
+        #expect(
+            throws: ThingSpaceError.api(
+                status: 503, errorCode: "UnifiedWebService.INTERNAL_ERROR", errorMessage: "Service temporarily unavailable")
+        ) {
             try client.list(accountName: account)
         }
         #expect(fixture.entries(.list).count == 4)
@@ -311,7 +330,9 @@ struct CallbacksClientTests {
 
         fixture.sandbox.clearJournal()
         fixture.sandbox.failNext(.login, status: 429)
-        #expect(throws: ThingSpaceError.api(status: 429, errorCode: "TooManyRequests", errorMessage: "Rate limit exceeded; try again later")) {
+        #expect(
+            throws: ThingSpaceError.api(status: 429, errorCode: "TooManyRequests", errorMessage: "Rate limit exceeded; try again later")
+        ) {
             try fixture.makeClient().authenticate()
         }
         #expect(fixture.entries(.login).count == 1)
@@ -325,7 +346,8 @@ struct CallbacksClientTests {
             baseURL: "http://127.0.0.1:\(closed.port)/api", connectTimeout: .seconds(2), totalTimeout: .seconds(2),
             maxAttempts: 3, retryBaseDelay: .milliseconds(1), retryMaxDelay: .milliseconds(5))
         configuration.tokenRenewalMargin = .zero
-        let client = ConnectivityCallbacksClient(configuration: configuration, credentials: TestSecrets.credentials, logger: logs.logger("client"))
+        let client = ConnectivityCallbacksClient(
+            configuration: configuration, credentials: TestSecrets.credentials, logger: logs.logger("client"))
         #expect {
             try client.list(accountName: account)
         } throws: { error in

@@ -90,7 +90,9 @@ struct ConcurrentClientTests {
         let results = onThreads(parallel) { _ in Result { try client.list(accountName: account) } }
         #expect(fixture.entries(.token).count == 1)
         for result in results {
-            #expect(result.thingSpaceError == .api(status: 503, errorCode: "UnifiedWebService.INTERNAL_ERROR", errorMessage: "Service temporarily unavailable"))
+            #expect(
+                result.thingSpaceError
+                    == .api(status: 503, errorCode: "UnifiedWebService.INTERNAL_ERROR", errorMessage: "Service temporarily unavailable"))
         }
         #expect(try client.list(accountName: account) == [])
         fixture.finish()

@@ -22,8 +22,10 @@ struct DeliveryTests {
     }
 
     private func register(_ fixture: SandboxFixture, url: String) throws {
-        _ = try fixture.makeClient().register(accountName: account, request: RegisterCallbackRequest(
-            name: "CarrierService", url: url, username: "listener-user", password: TestSecrets.callbackPassword))
+        _ = try fixture.makeClient().register(
+            accountName: account,
+            request: RegisterCallbackRequest(
+                name: "CarrierService", url: url, username: "listener-user", password: TestSecrets.callbackPassword))
     }
 
     @Test func unacknowledgedCallbackIsResentUpToTheThreshold() throws {
@@ -133,10 +135,11 @@ struct DeliveryTests {
         #expect(eventually { fixture.sandbox.deliveries.count >= 2 })
         let deliveries = fixture.sandbox.deliveries
         #expect(deliveries.count == 2)
-        #expect(deliveries.allSatisfy {
-            if case .failed = $0.outcome { return true }
-            return false
-        })
+        #expect(
+            deliveries.allSatisfy {
+                if case .failed = $0.outcome { return true }
+                return false
+            })
         fixture.finish()
     }
 }
@@ -155,11 +158,14 @@ struct SandboxEdgeTests {
         let noToken = try http.send(.init(method: .get, url: base + "/m2m/v1/callbacks/\(TestSecrets.accountName)"))
         #expect(noToken.status == 401)
         #expect(jsonObject(noToken.body)?["fault"] != nil)
-        let badGrant = try http.send(.init(
-            method: .post, url: base + "/ts/v1/oauth2/token",
-            headers: [(name: "Authorization", value: "Basic " + Data("client-id-1:CLIENT-SECRET-7f3a".utf8).base64EncodedString()),
-                      (name: "Content-Type", value: "application/x-www-form-urlencoded")],
-            body: Array("grant_type=password".utf8)))
+        let badGrant = try http.send(
+            .init(
+                method: .post, url: base + "/ts/v1/oauth2/token",
+                headers: [
+                    (name: "Authorization", value: "Basic " + Data("client-id-1:CLIENT-SECRET-7f3a".utf8).base64EncodedString()),
+                    (name: "Content-Type", value: "application/x-www-form-urlencoded"),
+                ],
+                body: Array("grant_type=password".utf8)))
         #expect(badGrant.status == 400)
         #expect(fixture.sandbox.journal.map(\.route) == [nil, nil, .list, .token])
         fixture.finish()
@@ -182,12 +188,16 @@ struct SandboxEdgeTests {
     @Test func listenerPortsCanBeEnforced() throws {
         let fixture = try SandboxFixture(sandbox: { $0.enforceListenerPorts = true })
         let client = fixture.makeClient()
-        #expect(throws: ThingSpaceError.api(
-            status: 400, errorCode: "UnifiedWebService.INPUT_INVALID.Url", errorMessage: "Port 8080 is not accepted for callback listeners")
+        #expect(
+            throws: ThingSpaceError.api(
+                status: 400, errorCode: "UnifiedWebService.INPUT_INVALID.Url",
+                errorMessage: "Port 8080 is not accepted for callback listeners")
         ) {
-            try client.register(accountName: TestSecrets.accountName, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h:8080/cb"))
+            try client.register(
+                accountName: TestSecrets.accountName, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h:8080/cb"))
         }
-        _ = try client.register(accountName: TestSecrets.accountName, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h:9001/cb"))
+        _ = try client.register(
+            accountName: TestSecrets.accountName, request: RegisterCallbackRequest(name: "CarrierService", url: "https://h:9001/cb"))
         #expect(fixture.sandbox.registrations.map(\.url) == ["https://h:9001/cb"])
         fixture.finish()
     }

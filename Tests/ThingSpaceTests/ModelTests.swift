@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import ThingSpace
 
 @Suite("Wire models")
@@ -54,13 +55,15 @@ struct ModelTests {
 
     @Test func callbackDecodesEmptyStringsAsNotSetAndAcceptsName() throws {
         let body = #"""
-        [{"accountName":"0252012345-00001","serviceName":"CarrierService","url":"https://h/cb","username":"","password":""},
-         {"accountName":"0252012345-00001","name":"DeviceUsage","url":"https://h/du"},
-         {}]
-        """#
+            [{"accountName":"0252012345-00001","serviceName":"CarrierService","url":"https://h/cb","username":"","password":""},
+             {"accountName":"0252012345-00001","name":"DeviceUsage","url":"https://h/du"},
+             {}]
+            """#
         let callbacks = try ConnectivityCallbacksClient.decodeList(Array(body.utf8))
         #expect(callbacks.count == 3)
-        #expect(callbacks[0] == ConnectivityManagementCallback(accountName: "0252012345-00001", serviceName: "CarrierService", url: "https://h/cb"))
+        #expect(
+            callbacks[0]
+                == ConnectivityManagementCallback(accountName: "0252012345-00001", serviceName: "CarrierService", url: "https://h/cb"))
         #expect(callbacks[1].serviceName == "DeviceUsage")
         #expect(callbacks[2] == ConnectivityManagementCallback())
     }
@@ -98,8 +101,10 @@ struct ModelTests {
     }
 
     @Test func oauthTokenAcceptsNumberOrStringLifetime() throws {
-        let numeric = try JSONDecoder().decode(OAuthToken.self, from: Data(
-            #"{"access_token":"tok-1","token_type":"Bearer","expires_in":3600,"scope":"ts.application"}"#.utf8))
+        let numeric = try JSONDecoder().decode(
+            OAuthToken.self,
+            from: Data(
+                #"{"access_token":"tok-1","token_type":"Bearer","expires_in":3600,"scope":"ts.application"}"#.utf8))
         #expect(numeric.accessToken == "tok-1")
         #expect(numeric.expiresIn == 3600)
         #expect(numeric.scope == "ts.application")
@@ -151,7 +156,8 @@ struct ModelTests {
 @Suite("Configuration and errors")
 struct ConfigurationTests {
     @Test func credentialsNeverPrintTheirSecrets() {
-        let credentials = ThingSpaceCredentials(clientID: "app-key", clientSecret: "app-secret-123", username: "uws-user", password: "uws-pass-456")
+        let credentials = ThingSpaceCredentials(
+            clientID: "app-key", clientSecret: "app-secret-123", username: "uws-user", password: "uws-pass-456")
         var dumped = ""
         dump(credentials, to: &dumped)
         for text in ["\(credentials)", String(reflecting: credentials), dumped, "\([credentials])"] {
@@ -179,7 +185,8 @@ struct ConfigurationTests {
     }
 
     @Test func errorDescriptionsAreActionable() {
-        let login = ThingSpaceError.invalidCredentials(kind: .sessionLogin, status: 400, errorCode: "LOCKED", errorMessage: "Account locked")
+        let login = ThingSpaceError.invalidCredentials(
+            kind: .sessionLogin, status: 400, errorCode: "LOCKED", errorMessage: "Account locked")
         #expect(login.description.contains("five failed logins lock the account"))
         #expect(login.description.contains("LOCKED"))
         #expect(login.httpStatus == 400)

@@ -92,22 +92,24 @@ final class TestListener: Sendable {
         configuration.port = 0
         configuration.ioQueueCount = 1
         let received = self.received
-        server = HTTPServer(configuration: configuration, handler: HTTPClosureHandler { request, _, responder in
-            let index = received.list.withLock { list in
-                list.append(request)
-                return list.count - 1
-            }
-            let (status, delay) = answer(index)
-            let response = HTTPResponse(status: HTTPStatus(code: status, reason: "Test"), contentType: "text/plain", body: "ok")
-            if delay > .zero {
-                let milliseconds = Int(delay.components.seconds) * 1000 + Int(delay.components.attoseconds / 1_000_000_000_000_000)
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(milliseconds)) {
+        server = HTTPServer(
+            configuration: configuration,
+            handler: HTTPClosureHandler { request, _, responder in
+                let index = received.list.withLock { list in
+                    list.append(request)
+                    return list.count - 1
+                }
+                let (status, delay) = answer(index)
+                let response = HTTPResponse(status: HTTPStatus(code: status, reason: "Test"), contentType: "text/plain", body: "ok")
+                if delay > .zero {
+                    let milliseconds = Int(delay.components.seconds) * 1000 + Int(delay.components.attoseconds / 1_000_000_000_000_000)
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(milliseconds)) {
+                        responder.respond(response)
+                    }
+                } else {
                     responder.respond(response)
                 }
-            } else {
-                responder.respond(response)
-            }
-        }, logger: logger)
+            }, logger: logger)
         try server.start()
     }
 

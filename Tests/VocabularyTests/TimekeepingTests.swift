@@ -1,11 +1,10 @@
 import Testing
-
 import Vocabulary
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 @Suite("Clocks and time conversions")
@@ -30,7 +29,8 @@ struct TimekeepingTests {
             let fraction = remainder < 0 ? remainder + 1000 : remainder
             var parts = tm()
             gmtime_r(&seconds, &parts)
-            let expected = pad(Int(parts.tm_year) + 1900, 4) + "-" + pad(Int(parts.tm_mon) + 1, 2) + "-" + pad(Int(parts.tm_mday), 2)
+            let expected =
+                pad(Int(parts.tm_year) + 1900, 4) + "-" + pad(Int(parts.tm_mon) + 1, 2) + "-" + pad(Int(parts.tm_mday), 2)
                 + "T" + pad(Int(parts.tm_hour), 2) + ":" + pad(Int(parts.tm_min), 2) + ":" + pad(Int(parts.tm_sec), 2)
                 + "." + pad(Int(fraction), 3) + "Z"
             let actual = Timekeeping.iso8601(milliseconds: milliseconds)

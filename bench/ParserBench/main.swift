@@ -11,34 +11,37 @@
 // and drains every event.
 
 #if canImport(HTTP1)
-import HTTP1
+    import HTTP1
 #endif
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 let inputs: [String: (bytes: [UInt8], requests: Int)] = {
     let body = thingSpaceBody(length: 1024)
-    let post = Array("""
-        POST /callbacks/carrier-service HTTP/1.1\r
-        Host: listener.example.com\r
-        User-Agent: ThingSpace-Callbacks/2.0\r
-        Accept: */*\r
-        Content-Type: application/json\r
-        Content-Length: \(body.count)\r
-        X-Forwarded-For: 203.0.113.7\r
-        X-Forwarded-Proto: https\r
-        Authorization: Basic dGhpbmdzcGFjZTpzM2NyZXQtY2FsbGJhY2stdG9rZW4=\r
-        X-Request-Id: 6f1c2d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f\r
-        Connection: keep-alive\r
-        \r\n
-        """.utf8) + body
+    let post =
+        Array(
+            """
+            POST /callbacks/carrier-service HTTP/1.1\r
+            Host: listener.example.com\r
+            User-Agent: ThingSpace-Callbacks/2.0\r
+            Accept: */*\r
+            Content-Type: application/json\r
+            Content-Length: \(body.count)\r
+            X-Forwarded-For: 203.0.113.7\r
+            X-Forwarded-Proto: https\r
+            Authorization: Basic dGhpbmdzcGFjZTpzM2NyZXQtY2FsbGJhY2stdG9rZW4=\r
+            X-Request-Id: 6f1c2d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f\r
+            Connection: keep-alive\r
+            \r\n
+            """.utf8) + body
     let get = Array("GET /v1/health?verbose=1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n".utf8)
-    var chunked = Array("""
+    var chunked = Array(
+        """
         POST /callbacks/device-usage HTTP/1.1\r
         Host: listener.example.com\r
         User-Agent: ThingSpace-Callbacks/2.0\r
@@ -59,7 +62,8 @@ let inputs: [String: (bytes: [UInt8], requests: Int)] = {
 
 /// A CarrierService-like JSON callback padded to `length` bytes.
 func thingSpaceBody(length: Int) -> [UInt8] {
-    let prefix = #"{"requestId":"0e1f2a3b-4c5d-6e7f-8091-a2b3c4d5e6f7","deviceIds":[{"id":"990013907835573","kind":"imei"}],"#
+    let prefix =
+        #"{"requestId":"0e1f2a3b-4c5d-6e7f-8091-a2b3c4d5e6f7","deviceIds":[{"id":"990013907835573","kind":"imei"}],"#
         + #""carrierServiceResponse":{"status":"Success","carrierName":"Verizon"},"padding":""#
     let suffix = #""}"#
     return Array((prefix + String(repeating: "x", count: length - prefix.utf8.count - suffix.utf8.count) + suffix).utf8)

@@ -1,16 +1,17 @@
+import Dispatch
+import HTTP1
+import HTTPServer
+import Logging
+
 // The bare HTTP server for bench/: reads the body, answers 200 with a small
 // body, stores nothing. See bench/README.md.
 //
 //     http-bench-server [--port N] [--host ADDRESS] [--queues N]
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
-import Dispatch
-import HTTP1
-import HTTPServer
-import Logging
 
 struct BenchHandler: HTTPRequestHandler {
     let okBody: [UInt8] = Array("{\"status\":\"ok\"}\n".utf8)

@@ -224,7 +224,8 @@ extension ListenerConfiguration {
     }
 
     static func isServiceName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64 && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)) }
+        !name.isEmpty && name.count <= 64
+            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)) }
     }
 
     private static func nonEmpty(_ value: String) -> String? { value.isEmpty ? nil : value }

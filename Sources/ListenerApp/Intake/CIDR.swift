@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An IPv4 or IPv6 network in CIDR notation (`203.0.113.0/24`, `2001:db8::/32`;
@@ -37,7 +37,8 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {
             let value = UInt32(bigEndian: v4.s_addr)
-            let mapped: [UInt8] = Array(repeating: 0, count: 10) + [0xff, 0xff]
+            let mapped: [UInt8] =
+                Array(repeating: 0, count: 10) + [0xff, 0xff]
                 + [UInt8(value >> 24), UInt8((value >> 16) & 0xff), UInt8((value >> 8) & 0xff), UInt8(value & 0xff)]
             return (mapped, true)
         }

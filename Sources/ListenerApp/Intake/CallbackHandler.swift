@@ -45,7 +45,10 @@ public final class CallbackHandler: HTTPRequestHandler {
             if let service { log[metadataKey: "callback.service"] = "\(service)" }
             log.notice(
                 "callback rejected",
-                metadata: ["rejection.reason": "\(reason.rawValue)", "http.status": "\(status.code)", "connection.remote": "\(context.remoteAddress)", "rejection.detail": "\(message)"]
+                metadata: [
+                    "rejection.reason": "\(reason.rawValue)", "http.status": "\(status.code)",
+                    "connection.remote": "\(context.remoteAddress)", "rejection.detail": "\(message)",
+                ]
             )
             respond(responder, Self.errorResponse(status, message, headers: headers))
         case .store(let callback):
@@ -64,7 +67,9 @@ public final class CallbackHandler: HTTPRequestHandler {
                 case .failure:
                     // The writer logs the failure once per episode; nothing was acknowledged.
                     metrics.rejected(.storeUnavailable)
-                    self.respond(responder, Self.errorResponse(.serviceUnavailable, "storage unavailable; retry later", headers: ["Retry-After": "5"]))
+                    self.respond(
+                        responder,
+                        Self.errorResponse(.serviceUnavailable, "storage unavailable; retry later", headers: ["Retry-After": "5"]))
                 }
             }
             if !accepted {
@@ -172,9 +177,14 @@ public final class CallbackHandler: HTTPRequestHandler {
     static func storedResponse(_ receipt: CommitReceipt) -> HTTPResponse {
         var json = JSONWriter(reservingCapacity: 64)
         json.beginObject()
-        json.key("status"); json.string("stored")
-        json.key("id"); json.integer(receipt.id)
-        if let original = receipt.duplicateOf { json.key("duplicateOf"); json.integer(original) }
+        json.key("status")
+        json.string("stored")
+        json.key("id")
+        json.integer(receipt.id)
+        if let original = receipt.duplicateOf {
+            json.key("duplicateOf")
+            json.integer(original)
+        }
         json.endObject()
         var response = HTTPResponse(status: .ok, contentType: "application/json", body: "")
         response.body = json.bytes
@@ -185,7 +195,8 @@ public final class CallbackHandler: HTTPRequestHandler {
         var response = HTTPResponse(status: status, contentType: "application/json", body: "")
         var json = JSONWriter(reservingCapacity: message.utf8.count + 16)
         json.beginObject()
-        json.key("error"); json.string(message)
+        json.key("error")
+        json.string(message)
         json.endObject()
         response.body = json.bytes
         for field in headers { response.headers.add(name: field.name, value: field.value) }

@@ -3,11 +3,11 @@
 // server needs the store's writer) is given it and reads it once it is up:
 // the order guarantees it is.
 import CallbackStore
-import SQLiteStore
 import Dispatch
 import Foundation
 import HTTPServer
 import Logging
+import SQLiteStore
 import Synchronization
 
 /// What a part makes in `start` and others read afterwards.
@@ -134,7 +134,8 @@ final class CallbackServerPart: ListenerPart {
         logger.info(
             "listening for callbacks",
             metadata: [
-                "listener.address": "\(socket == nil ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
+                "listener.address":
+                    "\(socket == nil ? "\(configuration.http.host):\(server.localPort ?? configuration.http.port)" : "systemd socket")",
                 "listener.path": "\(configuration.http.pathPrefix)/{\(configuration.callbacks.services.joined(separator: ","))}",
             ]
         )
@@ -204,7 +205,11 @@ final class WatchdogPart: ListenerPart {
     private let watchdog = StartedValue<Watchdog>()
 
     init(notifier: SystemdNotifier, environment: [String: String], server: CallbackServerPart, store: StorePart, logger: Logger) {
-        make = { Watchdog(notifier: notifier, environment: environment, server: server.server.required(by: "watchdog"), writer: store.opened.required(by: "watchdog").intake, logger: logger) }
+        make = {
+            Watchdog(
+                notifier: notifier, environment: environment, server: server.server.required(by: "watchdog"),
+                writer: store.opened.required(by: "watchdog").intake, logger: logger)
+        }
     }
 
     func start() {
@@ -320,7 +325,8 @@ final class ReadinessPart: ListenerPart {
     }
 
     func start() {
-        notifier.notify("READY=1\nSTATUS=Serving callbacks; \(registrar.isEnabled ? "registering" : "registration off")\nMAINPID=\(getpid())")
+        notifier.notify(
+            "READY=1\nSTATUS=Serving callbacks; \(registrar.isEnabled ? "registering" : "registration off")\nMAINPID=\(getpid())")
     }
 
     /// Also said early, by the signal handler, so that systemd knows at once.

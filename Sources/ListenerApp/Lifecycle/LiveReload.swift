@@ -70,7 +70,10 @@ final class LiveReload: Sendable {
                     || t.new.callbackBaseURL != t.old.callbackBaseURL || t.new.register != t.old.register || t.new.sandbox != t.old.sandbox
             ),
             ("logging.format", fresh.logging.format != old.logging.format),
-            ("admin.*", fresh.admin.enabled != old.admin.enabled || fresh.admin.host != old.admin.host || fresh.admin.port != old.admin.port),
+            (
+                "admin.*",
+                fresh.admin.enabled != old.admin.enabled || fresh.admin.host != old.admin.host || fresh.admin.port != old.admin.port
+            ),
         ]
         needRestart += changed.filter(\.1).map(\.0)
         logger.notice(

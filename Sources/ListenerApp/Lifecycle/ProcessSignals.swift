@@ -1,12 +1,13 @@
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
 // SIGTERM, SIGINT and SIGHUP as one sequence, trapped from the moment this is
 // made (before the store opens): systemd may send SIGHUP or SIGTERM as soon as
 // it reads READY=1, and the default action would kill the process.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import ServiceLifecycle
-import Synchronization
-import UnixSignals
 
 /// Runs beside the composition's parts: a stop signal starts the graceful
 /// shutdown; each SIGHUP runs `reload`, one at a time and only once every

@@ -44,7 +44,9 @@ public struct ListenerLogHandler: LogHandler {
         var line: [UInt8] = []
         switch format {
         case .text:
-            if journald { line += Array("<\(Self.syslogPriority(event.level))>".utf8) } else {
+            if journald {
+                line += Array("<\(Self.syslogPriority(event.level))>".utf8)
+            } else {
                 line += Array("\(Self.timestamp()) ".utf8)
             }
             line += Array("\(event.level.rawValue.uppercased()) ".utf8)
@@ -56,12 +58,17 @@ public struct ListenerLogHandler: LogHandler {
         case .json:
             var json = JSONWriter(appendingTo: line)
             json.beginObject()
-            json.key("time"); json.string(Self.timestamp())
-            json.key("level"); json.string(event.level.rawValue)
-            json.key("logger"); json.string(label)
-            json.key("message"); json.string("\(event.message)")
+            json.key("time")
+            json.string(Self.timestamp())
+            json.key("level")
+            json.string(event.level.rawValue)
+            json.key("logger")
+            json.string(label)
+            json.key("message")
+            json.string("\(event.message)")
             for key in merged.keys.sorted() {
-                json.key(key); json.string("\(merged[key]!)")
+                json.key(key)
+                json.string("\(merged[key]!)")
             }
             json.endObject()
             line = json.bytes

@@ -45,23 +45,27 @@ public final class ListenerMetrics: Sendable {
         ]
         factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         let codes = [200, 400, 403, 404, 405, 408, 413, 414, 415, 417, 431, 500, 501, 503, 505]
-        responses = Dictionary(uniqueKeysWithValues: codes.map {
-            ($0, CoreMetrics.Counter(label: "http_responses_total", dimensions: [("status", String($0))], factory: factory))
-        })
+        responses = Dictionary(
+            uniqueKeysWithValues: codes.map {
+                ($0, CoreMetrics.Counter(label: "http_responses_total", dimensions: [("status", String($0))], factory: factory))
+            })
         otherResponses = CoreMetrics.Counter(label: "http_responses_total", dimensions: [("status", "other")], factory: factory)
-        stored = Dictionary(uniqueKeysWithValues: services.map {
-            ($0, CoreMetrics.Counter(label: "callbacks_stored_total", dimensions: [("service", $0)], factory: factory))
-        })
+        stored = Dictionary(
+            uniqueKeysWithValues: services.map {
+                ($0, CoreMetrics.Counter(label: "callbacks_stored_total", dimensions: [("service", $0)], factory: factory))
+            })
         duplicates = CoreMetrics.Counter(label: "callbacks_duplicates_total", factory: factory)
-        rejected = Dictionary(uniqueKeysWithValues: RejectionReason.allCases.map {
-            ($0, CoreMetrics.Counter(label: "callbacks_rejected_total", dimensions: [("reason", $0.rawValue)], factory: factory))
-        })
+        rejected = Dictionary(
+            uniqueKeysWithValues: RejectionReason.allCases.map {
+                ($0, CoreMetrics.Counter(label: "callbacks_rejected_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+            })
         commitLatency = CoreMetrics.Timer(label: "store_commit_duration_seconds", factory: factory)
         batchSize = CoreMetrics.Recorder(label: "store_commit_batch_size", aggregate: true, factory: factory)
         openConnections = CoreMetrics.Gauge(label: "http_open_connections", factory: factory)
-        registrationState = Dictionary(uniqueKeysWithValues: RegistrationStateName.allCases.map {
-            ($0, CoreMetrics.Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
-        })
+        registrationState = Dictionary(
+            uniqueKeysWithValues: RegistrationStateName.allCases.map {
+                ($0, CoreMetrics.Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
+            })
     }
 
     func responded(status: Int) { (responses[status] ?? otherResponses).increment() }

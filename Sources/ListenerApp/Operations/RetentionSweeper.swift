@@ -32,7 +32,9 @@ final class RetentionSweeper: @unchecked Sendable {
         let cutoff = Timekeeping.wallClockMilliseconds() - Int64(days) * 86_400_000
         do {
             let removed = try await maintenance.purge(olderThan: cutoff)
-            if removed > 0 { logger.info("retention: removed old callbacks", metadata: ["retention.removed": "\(removed)", "retention.days": "\(days)"]) }
+            if removed > 0 {
+                logger.info("retention: removed old callbacks", metadata: ["retention.removed": "\(removed)", "retention.days": "\(days)"])
+            }
         } catch {
             logger.warning("retention sweep failed; will retry in an hour: \(error)")
         }

@@ -48,14 +48,24 @@ final class Watchdog: @unchecked Sendable {
 
     func stop() { timer.cancel() }
 
-    private enum Verdict { case healthy, newlyStalled(String), stillStalled }
+    private enum Verdict {
+        case healthy
+        case newlyStalled(String)
+        case stillStalled
+    }
 
     private func check() {
         let now = progress()
         let time = ContinuousClock.now
         let verdict = seen.withLock { seen -> Verdict in
-            if now.server != seen.server { seen.server = now.server; seen.serverMoved = time }
-            if now.writer != seen.writer { seen.writer = now.writer; seen.writerMoved = time }
+            if now.server != seen.server {
+                seen.server = now.server
+                seen.serverMoved = time
+            }
+            if now.writer != seen.writer {
+                seen.writer = now.writer
+                seen.writerMoved = time
+            }
             let stalled = time - seen.serverMoved > staleAfter ? "accept loop" : time - seen.writerMoved > staleAfter ? "store writer" : nil
             defer { seen.stalledLogged = stalled != nil }
             guard let stalled else { return .healthy }

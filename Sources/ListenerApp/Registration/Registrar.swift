@@ -13,7 +13,9 @@ import Vocabulary
 /// lock the account). Shutdown: Deregister what we hold, bounded in time.
 final class Registrar: Sendable {
     enum ServiceState: Sendable, Equatable {
-        case pending, registered, failed(String), deregistered
+        case pending, registered
+        case failed(String)
+        case deregistered
     }
 
     private let accountName: String
@@ -140,12 +142,18 @@ final class Registrar: Sendable {
                         logger.error("registration stopped: \(error)")
                         return
                     }
-                    logger.warning("registration failed; will retry", metadata: ["callback.service": "\(target.service)", "error": "\(error)", "registration.retry_in_seconds": "\(delay.components.seconds)"])
+                    logger.warning(
+                        "registration failed; will retry",
+                        metadata: [
+                            "callback.service": "\(target.service)", "error": "\(error)",
+                            "registration.retry_in_seconds": "\(delay.components.seconds)",
+                        ])
                 }
             }
             if !pending {
                 metrics.setRegistrationState(.registered)
-                logger.info("registered with ThingSpace", metadata: ["registration.services": "\(targets.map(\.service).joined(separator: ","))"])
+                logger.info(
+                    "registered with ThingSpace", metadata: ["registration.services": "\(targets.map(\.service).joined(separator: ","))"])
                 return
             }
             metrics.setRegistrationState(.failed)
@@ -162,7 +170,9 @@ final class Registrar: Sendable {
     private func ensureRegistered(_ service: String, _ request: RegisterCallbackRequest) throws(ThingSpaceError) {
         let existing = try client.list(accountName: accountName).filter { $0.serviceName == service }
         if existing.contains(where: { Self.matches($0, request) }) {
-            logger.info("registration already in place; kept", metadata: ["callback.service": "\(service)", "registration.url": "\(redactingUserInfo(request.url))"])
+            logger.info(
+                "registration already in place; kept",
+                metadata: ["callback.service": "\(service)", "registration.url": "\(redactingUserInfo(request.url))"])
             return
         }
         // Shutdown started while listing: register nothing that would then outlive us.
@@ -170,7 +180,9 @@ final class Registrar: Sendable {
         if !existing.isEmpty {
             logger.info(
                 "replacing another registration",
-                metadata: ["callback.service": "\(service)", "registration.previous_url": "\(redactingUserInfo(existing.first?.url ?? ""))"]
+                metadata: [
+                    "callback.service": "\(service)", "registration.previous_url": "\(redactingUserInfo(existing.first?.url ?? ""))",
+                ]
             )
             _ = try client.deregister(accountName: accountName, serviceName: service)
         }

@@ -19,7 +19,8 @@ final class SandboxHost: Sendable {
         try sandbox.start()
         let host = ["0.0.0.0", "::", "*"].contains(configuration.http.host) ? "127.0.0.1" : configuration.http.host
         let port = listenerPort ?? configuration.http.port
-        listenerBaseURL = configuration.thingspace.callbackBaseURL
+        listenerBaseURL =
+            configuration.thingspace.callbackBaseURL
             ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)\(configuration.http.pathPrefix)"
         logger.notice("ThingSpace sandbox running: callbacks are simulated", metadata: ["sandbox.base_url": "\(sandbox.baseURL)"])
     }

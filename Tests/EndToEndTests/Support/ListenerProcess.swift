@@ -42,7 +42,11 @@ final class ListenerProcess: @unchecked Sendable {
     init(arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: listenerBinary)
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("THINGSPACE_LISTENER_") && !["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM"].contains($0.key) }
+        var env = ProcessInfo.processInfo.environment.filter {
+            !$0.key.hasPrefix("THINGSPACE_LISTENER_")
+                && !["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM"].contains(
+                    $0.key)
+        }
         env.merge(environment) { $1 }
         process.environment = env
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
