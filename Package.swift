@@ -47,7 +47,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // The store API: records, errors, the intake/reader/maintenance protocols, an in-memory store.
-        .target(name: "CallbackStore", dependencies: ["Vocabulary"], swiftSettings: strict),
+        .target(name: "CallbackStore", dependencies: ["JSON", "Vocabulary"], swiftSettings: strict),
         // The one-machine backend: SQLite, group commit.
         .target(
             name: "SQLiteStore",

@@ -7,16 +7,7 @@ import Vocabulary
 enum DeviceIDList {
     static func encode(_ devices: [DeviceID]) -> String {
         var json = JSONWriter(reservingCapacity: 2 + devices.count * 48)
-        json.beginArray()
-        for device in devices {
-            json.beginObject()
-            json.key("id")
-            json.string(device.id)
-            json.key("kind")
-            json.string(device.kind)
-            json.endObject()
-        }
-        json.endArray()
+        json.deviceIDs(devices)
         return String(decoding: json.bytes, as: UTF8.self)
     }
 

@@ -91,7 +91,7 @@ extension Messages {
             }
             // Metadata one field a line; the body exactly as stored (JSON tools
             // would rewrite its numbers and layout).
-            let fields = topLevelMembers(exportLine(row, includeRemote: true, includeBody: false))
+            let fields = topLevelMembers(row.jsonObject(includeRemoteAddress: true, includeBody: false))
             var text = "{\n"
             for field in fields { text += "  " + String(decoding: field, as: UTF8.self) + ",\n" }
             text += "  \"body\": " + String(decoding: row.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) + "\n}"
@@ -113,7 +113,7 @@ extension Messages {
             let store = try await database.openStore()
             let output = BufferedOutput()
             try store.export(includeDuplicates: includeDuplicates) { row in
-                var line = exportLine(row, includeRemote: false)
+                var line = row.jsonObject()
                 line.append(0x0A)
                 try output.write(line)
             }
@@ -146,50 +146,7 @@ extension Messages {
     }
 }
 
-/// One callback as a JSON object; `body` is the stored JSON, byte for byte.
-func exportLine(_ row: StoredCallback, includeRemote: Bool, includeBody: Bool = true) -> [UInt8] {
-    var json = JSONWriter(reservingCapacity: row.body.count + 256)
-    json.beginObject()
-    json.key("id")
-    json.integer(row.id)
-    json.key("receivedAt")
-    json.string(formatTimestamp(row.receivedAt, iso: true))
-    json.key("service")
-    json.string(row.service)
-    json.key("requestId")
-    json.string(row.requestID)
-    json.key("deviceIds")
-    json.beginArray()
-    for device in row.deviceIDs {
-        json.beginObject()
-        json.key("id")
-        json.string(device.id)
-        json.key("kind")
-        json.string(device.kind)
-        json.endObject()
-    }
-    json.endArray()
-    json.key("status")
-    json.string(row.status)
-    json.key("callbackCount")
-    json.integer(row.callbackCount)
-    json.key("duplicateOf")
-    json.integer(row.duplicateOf)
-    if includeRemote {
-        json.key("remoteAddress")
-        json.string(row.remoteAddress)
-    }
-    // A JSON line must be one line: raw CR/LF can only be insignificant
-    // whitespace in valid JSON (inside strings they are escaped), so a space keeps the meaning.
-    if includeBody {
-        json.key("body")
-        json.raw(row.body.lazy.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
-    }
-    json.endObject()
-    return json.bytes
-}
-
-/// Each top-level member of an object `exportLine` wrote, as `"name":value`.
+/// Each top-level member of an object `StoredCallback.jsonObject` wrote, as `"name":value`.
 func topLevelMembers(_ object: [UInt8]) -> [[UInt8]] {
     var members: [[UInt8]] = []
     object.withUnsafeBufferPointer { buffer in
