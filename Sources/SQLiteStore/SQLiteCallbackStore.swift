@@ -166,6 +166,71 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         return (receipts, writeAheadLog)
     }
 
+    // MARK: - Indexing the journal
+
+    /// Where indexing of the journal stands: every record up to `lastID` is in this database, and
+    /// the next one starts at byte `offset` of the segment whose first id is `segment`.
+    public struct JournalPosition: Sendable, Hashable {
+        public var lastID: Int64
+        public var segment: Int64
+        public var offset: Int64
+
+        public init(lastID: Int64, segment: Int64, offset: Int64) {
+            self.lastID = lastID
+            self.segment = segment
+            self.offset = offset
+        }
+    }
+
+    /// The indexer's write: `records` (ids assigned by the journal, ascending) and the position
+    /// after them, in ONE transaction, so that the position never runs ahead of the rows. A record
+    /// whose id is already stored is skipped: replaying the journal from an older position (after
+    /// a crash lost an unsynced index commit) stores nothing twice. Repeats are linked here.
+    /// Not synced: durable with the next checkpoint (see `checkpointIndex`).
+    public func index(
+        _ records: [(id: Int64, callback: NewCallback)], through position: JournalPosition
+    ) throws(CallbackStoreError) -> [CommitReceipt] {
+        try reopenIfMoved()
+        let receipts = try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.immediate) { () throws(CallbackStoreError) in
+                var receipts: [CommitReceipt] = []
+                receipts.reserveCapacity(records.count)
+                for record in records {
+                    let stored = try connection.withStatement(SQL.duplicateOfByID) { statement throws(CallbackStoreError) in
+                        try statement.bind(1, record.id)
+                        return try statement.step() ? Optional(statement.int64(0)) : nil
+                    }
+                    if let stored {
+                        receipts.append(CommitReceipt(id: record.id, duplicateOf: stored))
+                    } else {
+                        receipts.append(try Self.insert(record.callback, id: record.id, into: connection))
+                    }
+                }
+                try connection.withStatement(SQL.saveJournalPosition) { statement throws(CallbackStoreError) in
+                    try statement.bind(1, position.lastID)
+                    try statement.bind(2, position.segment)
+                    try statement.bind(3, position.offset)
+                    _ = try statement.step()
+                }
+                return receipts
+            }
+        }
+        checkpointIfLarge()
+        return receipts
+    }
+
+    /// How far the journal is indexed; nil before anything was.
+    public func journalPosition() throws(CallbackStoreError) -> JournalPosition? {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement(SQL.journalPosition) { statement throws(CallbackStoreError) in
+                guard try statement.step(), let lastID = statement.int64(0), let segment = statement.int64(1),
+                    let offset = statement.int64(2)
+                else { return nil }
+                return JournalPosition(lastID: lastID, segment: segment, offset: offset)
+            }
+        }
+    }
+
     /// Syncs a log this store handed out; after a failure the store recovers before the next write.
     private func sync(_ writeAheadLog: WriteAheadLog) throws(CallbackStoreError) {
         do {
@@ -176,8 +241,10 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         }
     }
 
+    /// Stores `callback` with the next rowid, or with `id` when the journal assigned one.
     private static func insert(
         _ callback: NewCallback,
+        id assigned: Int64? = nil,
         into connection: SQLiteConnection
     ) throws(CallbackStoreError) -> CommitReceipt {
         let lookup = callback.requestID == nil ? SQL.firstWithDedupKeyWithoutRequestID : SQL.firstWithDedupKey
@@ -188,7 +255,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
             }
             return try statement.step() ? statement.int64(0) : nil
         }
-        let id = try connection.withStatement(SQL.insertCallback) { statement throws(CallbackStoreError) in
+        let id = try connection.withStatement(assigned == nil ? SQL.insertCallback : SQL.insertCallbackWithID) {
+            statement throws(CallbackStoreError) in
             try statement.bind(1, callback.receivedAt)
             try statement.bind(2, callback.service)
             try statement.bind(3, callback.requestID)
@@ -199,8 +267,9 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
             try statement.bind(8, callback.dedupKey)
             try statement.bind(9, duplicateOf)
             try statement.bindText(10, bytes: callback.body)
+            if let assigned { try statement.bind(11, assigned) }
             _ = try statement.step()
-            return connection.lastInsertRowID
+            return assigned ?? connection.lastInsertRowID
         }
         for device in callback.deviceIDs {
             try connection.withStatement(SQL.insertDevice) { statement throws(CallbackStoreError) in
@@ -528,6 +597,22 @@ private enum SQL {
         INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
         remote_address, dedup_key, duplicate_of, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
         """
+
+    /// ?11: the id the journal assigned.
+    static let insertCallbackWithID = """
+        INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
+        remote_address, dedup_key, duplicate_of, body, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        """
+
+    /// One row for a stored id: its duplicate_of (NULL for a first delivery); none for an id not stored.
+    static let duplicateOfByID = "SELECT duplicate_of FROM callbacks WHERE id = ?1"
+
+    static let saveJournalPosition = """
+        INSERT INTO journal_position (singleton, last_id, segment, offset) VALUES (1, ?1, ?2, ?3) \
+        ON CONFLICT (singleton) DO UPDATE SET last_id = excluded.last_id, segment = excluded.segment, offset = excluded.offset
+        """
+
+    static let journalPosition = "SELECT last_id, segment, offset FROM journal_position WHERE singleton = 1"
 
     /// A callback may name one device id twice (with different kinds); the lookup needs it once.
     static let insertDevice = "INSERT OR IGNORE INTO callback_devices (device_id, callback_id) VALUES (?1, ?2)"

@@ -17,8 +17,11 @@ import CallbackStore
 /// with one key share one request id. An index on the key itself (version 1) put every insert on a
 /// random page of a second random-keyed index, and each such page costs a 4 KiB WAL frame per
 /// commit; only callbacks without a request id keep a (partial) index on the key.
+///
+/// Version 3 adds `journal_position`: how far the journal has been indexed, written in the same
+/// transaction as the rows it covers, so that start-up knows where to resume.
 enum Schema {
-    static let version: Int32 = 2
+    static let version: Int32 = 3
     /// "TSLC": marks the file as a thingspace-listener callback database.
     static let applicationID: Int32 = 0x5453_4C43
 
@@ -47,6 +50,18 @@ enum Schema {
             PRIMARY KEY (device_id, callback_id)
         ) WITHOUT ROWID;
         CREATE INDEX callback_devices_callback_id ON callback_devices(callback_id);
+        \(journalPositionTable)
+        """
+
+    /// One row once anything was indexed from the journal: the last id indexed and where the next
+    /// record starts (the segment's first id and the byte offset in it).
+    static let journalPositionTable = """
+        CREATE TABLE IF NOT EXISTS journal_position (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            last_id INTEGER NOT NULL,
+            segment INTEGER NOT NULL,
+            offset INTEGER NOT NULL
+        );
         """
 
     /// Settings of every connection: a modest page cache for the service's memory budget.
@@ -117,6 +132,9 @@ enum Schema {
             guard case .older(let found) = try validate(connection) else { return }
             if found == 1 {
                 try connection.execute(migrateFromVersion1)
+            }
+            if found <= 2 {
+                try connection.execute(journalPositionTable)
             }
             try connection.execute("PRAGMA user_version = \(version);")
         }

@@ -17,7 +17,7 @@ struct StoreTests {
             store.close()
 
             #expect(try sqliteValue(path, "PRAGMA journal_mode") == "wal")
-            #expect(try sqliteValue(path, "PRAGMA user_version") == "2")
+            #expect(try sqliteValue(path, "PRAGMA user_version") == "3")
             let columns = try sqliteRows(path, "SELECT name FROM pragma_table_info('callbacks') ORDER BY cid").map { $0[0] }
             #expect(
                 columns == [
@@ -377,7 +377,7 @@ struct StoreTests {
 
             let store = try SQLiteCallbackStore(path: path)
             defer { store.close() }
-            #expect(try sqliteValue(path, "PRAGMA user_version") == "2")
+            #expect(try sqliteValue(path, "PRAGMA user_version") == "3")
             let indexes = Set(try sqliteRows(path, "SELECT name FROM sqlite_schema WHERE type = 'index'").compactMap { $0[0] })
             #expect(!indexes.contains("callbacks_dedup_key"))
             #expect(indexes.contains("callbacks_dedup_key_without_request_id"))
@@ -519,7 +519,7 @@ struct StoreTests {
             let newer = directory.path + "/newer.db"
             try SQLiteCallbackStore(path: newer).close()
             _ = try sqliteRows(newer, "PRAGMA user_version = 7")
-            #expect(throws: CallbackStoreError.schemaTooNew(path: newer, found: 7, supported: 2)) {
+            #expect(throws: CallbackStoreError.schemaTooNew(path: newer, found: 7, supported: Schema.version)) {
                 try SQLiteCallbackStore(path: newer)
             }
 
