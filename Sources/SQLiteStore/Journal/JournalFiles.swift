@@ -193,7 +193,7 @@ struct JournalDirectory: Sendable {
     func deleteSegments(through id: Int64) throws(JournalError) -> [String] {
         let entries = try segments()
         var removed: [String] = []
-        for (entry, next) in zip(entries, entries.dropFirst()) where next.firstID <= id &+ 1 {
+        for (entry, next) in zip(entries, entries.dropFirst()) where next.firstID - 1 <= id {
             guard unlink(entry.path) == 0 || errno == ENOENT else { throw .ioError(path: entry.path, operation: "remove", errno: errno) }
             removed.append(entry.path)
         }
