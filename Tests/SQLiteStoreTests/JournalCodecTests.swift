@@ -160,7 +160,8 @@ struct SplitMix {
 
     private func inspect(_ bytes: [UInt8], window: Int? = nil, remaining: Int? = nil) -> JournalFrame.Inspection {
         bytes.withUnsafeBytes { raw in
-            JournalFrame.inspect(UnsafeRawBufferPointer(rebasing: raw[0..<(window ?? bytes.count)]), remainingInFile: remaining ?? bytes.count)
+            JournalFrame.inspect(
+                UnsafeRawBufferPointer(rebasing: raw[0..<(window ?? bytes.count)]), remainingInFile: remaining ?? bytes.count)
         }
     }
 
@@ -231,7 +232,9 @@ struct SplitMix {
     @Test func badHeadersAreNamed() {
         let good = JournalSegmentHeader(firstID: 5, preallocatedSize: 4096).encoded()
         func decode(_ bytes: [UInt8]) throws(JournalSegmentHeader.Problem) {
-            _ = try bytes.withUnsafeBytes { raw in Result { () throws(JournalSegmentHeader.Problem) in try JournalSegmentHeader.decode(raw) } }.get()
+            _ = try bytes.withUnsafeBytes { raw in
+                Result { () throws(JournalSegmentHeader.Problem) in try JournalSegmentHeader.decode(raw) }
+            }.get()
         }
         #expect(throws: JournalSegmentHeader.Problem.tooShort(31)) { try decode(Array(good[0..<31])) }
         var magic = good

@@ -4,8 +4,8 @@
 // position, and deleting segments as indexing moves on.
 import CallbackStore
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @testable import SQLiteStore
 
@@ -159,7 +159,12 @@ import TestSupport
         let directory = try TemporaryDirectory()
         let (journal, boundaries) = try makeJournal(in: directory)
         let unfinished = journal.segmentPath(firstID: 7)
-        try writeFileBytes(unfinished, [UInt8](repeating: 0, count: 100))
+        // Empty, or zeros (preallocated, header lost), or a torn header before zeros.
+        for leftover in [[], [UInt8](repeating: 0, count: 100), Array("TSLJ".utf8) + [UInt8](repeating: 0, count: 4000)] {
+            try writeFileBytes(unfinished, leftover)
+            let (_, scanner) = try scanAll(journal)
+            #expect(isUnusable(scanner.tail, unfinished), "\(leftover.count) bytes: \(scanner.tail)")
+        }
         let (records, scanner) = try scanAll(journal)
         #expect(records.count == 6)
         guard case .unusableSegment(unfinished, _) = scanner.tail else {
@@ -214,5 +219,10 @@ import TestSupport
         #expect(try writer.append([journalCallback(9)]) == [9])
         try writer.sync()
         #expect(try scanAll(journal).0.map(\.id) == [7, 8, 9])
+    }
+
+    private func isUnusable(_ tail: JournalTail, _ path: String) -> Bool {
+        if case .unusableSegment(path, _) = tail { return true }
+        return false
     }
 }

@@ -4,8 +4,8 @@
 import CallbackStore
 import Foundation
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 @testable import SQLiteStore
 
@@ -210,5 +210,31 @@ import TestSupport
         #expect(writer.stoppedBy == nil)
         let (records, _) = try scanAll(journal)
         #expect(records.map(\.id) == Array(1...400))
+    }
+
+    /// Two appends at once break the contract: the second traps (an exit test, in a child process)
+    /// instead of interleaving two batches' ids.
+    @Test func twoAppendsAtOnceTrap() async {
+        await #expect(processExitsWith: .failure) {
+            let directory = try! TemporaryDirectory()
+            let inside = DispatchSemaphore(value: 0)
+            let release = DispatchSemaphore(value: 0)
+            let hold = Atomic<Bool>(false)
+            var io = JournalIO.system
+            let real = io.pwrite
+            io.pwrite = { fd, bytes, offset in
+                if hold.exchange(false, ordering: .relaxed) {
+                    inside.signal()
+                    _ = release.wait(timeout: .now() + 10)
+                }
+                return real(fd, bytes, offset)
+            }
+            let writer = try! JournalWriter(directory: directory.journal(io: io), continuingAt: nil, segmentSize: 64 << 10)
+            hold.store(true, ordering: .relaxed)
+            Thread { _ = try? writer.append([journalCallback(1)]) }.start()
+            inside.wait()
+            _ = try? writer.append([journalCallback(2)])  // traps: the other thread is inside
+            release.signal()
+        }
     }
 }

@@ -21,13 +21,7 @@ struct JournalIO: Sendable {
     var pwrite: @Sendable (_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ offset: Int64) -> Int
 
     static let system = JournalIO(
-        fdatasync: { fd in Glibc.fdatasync(fd) == 0 ? 0 : errno },
-        fsync: { fd in Glibc.fsync(fd) == 0 ? 0 : errno },
-        fallocate: { fd, offset, length in posix_fallocate(fd, off_t(offset), off_t(length)) },
-        pwrite: { fd, bytes, offset in
-            let written = Glibc.pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
-            return written >= 0 ? written : -Int(errno)
-        })
+        fdatasync: systemFdatasync, fsync: systemFsync, fallocate: systemFallocate, pwrite: systemPwrite)
 
     /// True for the errors that mean "no room": the append fails, but the writer goes on.
     static func isFull(_ code: Int32) -> Bool { code == ENOSPC || code == EDQUOT || code == EFBIG }
@@ -63,6 +57,15 @@ struct JournalIO: Sendable {
     }
 }
 
+private func openFile(_ path: String, _ flags: Int32) -> Int32 { open(path, flags) }
+private func systemFdatasync(_ fd: Int32) -> Int32 { fdatasync(fd) == 0 ? 0 : errno }
+private func systemFsync(_ fd: Int32) -> Int32 { fsync(fd) == 0 ? 0 : errno }
+private func systemFallocate(_ fd: Int32, _ offset: Int64, _ length: Int64) -> Int32 { posix_fallocate(fd, off_t(offset), off_t(length)) }
+private func systemPwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ offset: Int64) -> Int {
+    let written = pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
+    return written >= 0 ? written : -Int(errno)
+}
+
 /// An open segment file; the descriptor closes when the last user lets go.
 final class SegmentFile: Sendable {
     let path: String
@@ -76,7 +79,7 @@ final class SegmentFile: Sendable {
     }
 
     static func open(path: String, firstID: Int64, writable: Bool) throws(JournalError) -> SegmentFile {
-        let fd = Glibc.open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+        let fd = openFile(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
         guard fd >= 0 else { throw .ioError(path: path, operation: "open", errno: errno) }
         return SegmentFile(path: path, firstID: firstID, fd: fd)
     }
@@ -139,7 +142,9 @@ struct JournalDirectory: Sendable {
         var entries: [Entry] = []
         while let entry = readdir(directory) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let firstID = JournalSegmentHeader.firstID(fileName: name) { entries.append(Entry(firstID: firstID, path: path + "/" + name)) }
+            if let firstID = JournalSegmentHeader.firstID(fileName: name) {
+                entries.append(Entry(firstID: firstID, path: path + "/" + name))
+            }
         }
         return entries.sorted { $0.firstID < $1.firstID }
     }
@@ -174,7 +179,8 @@ struct JournalDirectory: Sendable {
         let allocated = io.fallocate(fd, 0, size)
         if allocated != 0 {
             unlink(file)
-            throw JournalIO.isFull(allocated) ? .full(path: file, errno: allocated) : .ioError(path: file, operation: "preallocate", errno: allocated)
+            throw JournalIO.isFull(allocated)
+                ? .full(path: file, errno: allocated) : .ioError(path: file, operation: "preallocate", errno: allocated)
         }
         let header = JournalSegmentHeader(firstID: firstID, preallocatedSize: size).encoded()
         if let error = header.withUnsafeBytes({ io.writeFully(fd, $0, at: 0).error }) {

@@ -154,27 +154,26 @@ final class JournalScanner {
             guard header.firstID == entry.firstID else { throw .nameMismatch(headerFirstID: header.firstID, nameFirstID: entry.firstID) }
         } catch {
             guard isLast, startOffset == nil else { throw .damaged(path: entry.path, offset: 0, reason: "bad segment header: \(error)") }
-            // A crash while the segment was created leaves a bad header but never a record.
-            let remaining = next.size - JournalSegmentHeader.size
-            var wanted = min(remaining, JournalFrame.headerSize)
-            while remaining > 0 {
-                let window = try next.window(at: JournalSegmentHeader.size, minimum: wanted)
-                let inspection = JournalFrame.inspect(window, remainingInFile: remaining)
-                if case .needMore(let count) = inspection {
-                    wanted = count
-                    continue
+            // A crash while the segment was being created leaves a bad header but nothing except
+            // zeros after it (the writer writes no record before the new file is fsynced): only
+            // then may it go. Anything else after a bad header may be acknowledged records.
+            var offset = JournalSegmentHeader.size
+            while offset < next.size {
+                let window = try next.window(at: offset, minimum: min(Self.chunkSize, next.size - offset))
+                if let nonZero = window.firstIndex(where: { $0 != 0 }) {
+                    throw .damaged(
+                        path: entry.path, offset: 0,
+                        reason: "bad segment header (\(error)), and byte \(offset + nonZero) after it is not zero: it may hold records")
                 }
-                if case .record = inspection {
-                    throw .damaged(path: entry.path, offset: 0, reason: "bad segment header (\(error)) before valid records")
-                }
-                break
+                offset += window.count
             }
             tail = .unusableSegment(path: entry.path, reason: error.description)
             isFinished = true
             return false
         }
         if startOffset == nil && entry.firstID != nextID {
-            throw .damaged(path: entry.path, offset: 0, reason: "it begins with id \(entry.firstID), but the records before end at id \(nextID - 1)")
+            throw .damaged(
+                path: entry.path, offset: 0, reason: "it begins with id \(entry.firstID), but the records before end at id \(nextID - 1)")
         }
         next.offset = startOffset ?? JournalSegmentHeader.size
         guard next.offset >= JournalSegmentHeader.size, next.offset <= next.size else {
@@ -217,7 +216,8 @@ final class JournalScanner {
                 do throws(JournalRecordError) {
                     callback = try JournalPayload.decode(UnsafeRawBufferPointer(rebasing: window[JournalFrame.headerSize..<frameLength]))
                 } catch {
-                    throw .damaged(path: path, offset: cursor.offset, reason: "record \(id) passes its checksum but cannot be decoded: \(error)")
+                    throw .damaged(
+                        path: path, offset: cursor.offset, reason: "record \(id) passes its checksum but cannot be decoded: \(error)")
                 }
                 cursor.offset += frameLength
                 nextID += 1
@@ -253,14 +253,17 @@ final class JournalScanner {
         /// the file). Valid until the next call.
         func window(at start: Int, minimum: Int) throws(JournalError) -> UnsafeRawBufferPointer {
             let minimum = max(0, min(minimum, size - start))
-            if start < bufferStart || start + minimum > bufferStart + bufferCount {
-                let count = min(max(minimum, JournalScanner.chunkSize), size - start)
+            if start < bufferStart || start > bufferStart + bufferCount || start + minimum > bufferStart + bufferCount {
+                let count = max(0, min(max(minimum, JournalScanner.chunkSize), size - start))
                 if buffer.count < count {
                     buffer.deallocate()
                     buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
                 }
                 bufferCount = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: Int64(start))
                 bufferStart = start
+                guard bufferCount >= minimum else {
+                    throw .ioError(path: file.path, operation: "read (it shrank while being read)", errno: EIO)
+                }
             }
             return UnsafeRawBufferPointer(rebasing: buffer[(start - bufferStart)..<bufferCount])
         }

@@ -74,7 +74,8 @@ final class JournalWriter: Sendable {
         let position: JournalPosition
         var capacity: Int
         if let end {
-            segment = try SegmentFile.open(path: directory.segmentPath(firstID: end.segmentFirstID), firstID: end.segmentFirstID, writable: true)
+            segment = try SegmentFile.open(
+                path: directory.segmentPath(firstID: end.segmentFirstID), firstID: end.segmentFirstID, writable: true)
             capacity = Int(try segment.size())
             // A segment cut short (a truncated copy, or created before a larger size was configured)
             // is preallocated again; if there is no room, batches go to a new segment instead.
