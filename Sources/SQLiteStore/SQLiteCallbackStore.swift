@@ -44,6 +44,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     private var hasLoggedMovedFileFailure = false
     private var isClosed = false
     private let decoder = JSONDecoder()
+    /// Recursive: a call on the connection may make another (a statement inside a transaction).
+    private let oneAtATime = NSRecursiveLock()
     private let logger: Logger
 
     /// Opens (and when writable creates, with its parent directory and schema) the database at `path`.
@@ -168,28 +170,12 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
 
     // MARK: - Indexing the journal
 
-    /// Where indexing of the journal stands: every record up to `lastID` is in this database, and
-    /// the next one starts at byte `offset` of the segment whose first id is `segment`.
-    public struct JournalPosition: Sendable, Hashable {
-        public var lastID: Int64
-        public var segment: Int64
-        public var offset: Int64
-
-        public init(lastID: Int64, segment: Int64, offset: Int64) {
-            self.lastID = lastID
-            self.segment = segment
-            self.offset = offset
-        }
-    }
-
     /// The indexer's write: `records` (ids assigned by the journal, ascending) and the position
     /// after them, in ONE transaction, so that the position never runs ahead of the rows. A record
     /// whose id is already stored is skipped: replaying the journal from an older position (after
     /// a crash lost an unsynced index commit) stores nothing twice. Repeats are linked here.
     /// Not synced: durable with the next checkpoint (see `checkpointIndex`).
-    public func index(
-        _ records: [(id: Int64, callback: NewCallback)], through position: JournalPosition
-    ) throws(CallbackStoreError) -> [CommitReceipt] {
+    func index(_ records: [JournalRecord], through position: JournalPosition) throws(CallbackStoreError) -> [CommitReceipt] {
         try reopenIfMoved()
         let receipts = try withConnection { connection throws(CallbackStoreError) in
             try connection.transaction(.immediate) { () throws(CallbackStoreError) in
@@ -207,26 +193,39 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
                     }
                 }
                 try connection.withStatement(SQL.saveJournalPosition) { statement throws(CallbackStoreError) in
-                    try statement.bind(1, position.lastID)
-                    try statement.bind(2, position.segment)
+                    try statement.bind(1, position.nextID - 1)
+                    try statement.bind(2, position.segmentFirstID)
                     try statement.bind(3, position.offset)
                     _ = try statement.step()
                 }
                 return receipts
             }
         }
-        checkpointIfLarge()
         return receipts
     }
 
     /// How far the journal is indexed; nil before anything was.
-    public func journalPosition() throws(CallbackStoreError) -> JournalPosition? {
+    func journalPosition() throws(CallbackStoreError) -> JournalPosition? {
         try withConnection { connection throws(CallbackStoreError) in
             try connection.withStatement(SQL.journalPosition) { statement throws(CallbackStoreError) in
                 guard try statement.step(), let lastID = statement.int64(0), let segment = statement.int64(1),
                     let offset = statement.int64(2)
                 else { return nil }
-                return JournalPosition(lastID: lastID, segment: segment, offset: offset)
+                return JournalPosition(segmentFirstID: segment, offset: Int(offset), nextID: lastID + 1)
+            }
+        }
+    }
+
+    /// Copies the index's WAL into the database file and syncs it (SQLite syncs the WAL, then the
+    /// file): once this returns true, everything indexed before it is durable without the journal.
+    /// False when a reader kept part of the WAL from being copied (try again later). Any error is
+    /// fatal to the journal engine: a failed fsync is never retried as if nothing happened.
+    func checkpointIndex() throws(CallbackStoreError) -> Bool {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement("PRAGMA wal_checkpoint(PASSIVE)") { statement throws(CallbackStoreError) in
+                guard try statement.step() else { return false }
+                // busy, frames in the WAL, frames copied
+                return statement.int64(0) == 0 && statement.int64(1) == statement.int64(2)
             }
         }
     }
@@ -455,9 +454,12 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     // MARK: - Connection
 
     /// Runs `body` on the connection; drops a connection that may be broken so the next call reopens it.
+    /// One call at a time: a reader is shared by tasks (`CallbackReader` is Sendable), a connection is not.
     private func withConnection<Result>(
         _ body: (SQLiteConnection) throws(CallbackStoreError) -> Result
     ) throws(CallbackStoreError) -> Result {
+        oneAtATime.lock()
+        defer { oneAtATime.unlock() }
         let connection = try openConnection()
         do {
             return try body(connection)

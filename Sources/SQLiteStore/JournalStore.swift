@@ -1,0 +1,557 @@
+// The durability engine: a callback is acknowledged once its journal record (and every record
+// before it) is fdatasynced; SQLite is the index, filled behind the acknowledgements in large
+// transactions with the journal position in the same transaction. Three threads, pipelined:
+//
+// 1. the writer appends everything waiting in one write (ids assigned there);
+// 2. the sync thread fdatasyncs once for every group appended since, then answers them;
+// 3. the indexer inserts synced records into SQLite, links repeats, checkpoints, and deletes
+//    segments once everything in them is durable in SQLite.
+//
+// Fail-stop: a failed fsync or write anywhere (journal, SQLite, directory) is never retried as if
+// nothing happened. Everything not yet acknowledged fails (503), `onFatal` is called once (the
+// service logs one critical line and exits non-zero), and the next start recovers from what is
+// really on disk. A full disk fails the groups it hits and recovers by itself.
+import CallbackStore
+import Foundation
+import Logging
+import Synchronization
+import Vocabulary
+
+public final class JournalStore: CallbackIntake, CallbackMaintenance {
+    public typealias FatalHandler = @Sendable (CallbackStoreError) -> Void
+
+    private let engine: Engine
+
+    /// Recovers (scans the journal from where the index got to, cuts a torn tail, indexes the
+    /// rest) and starts the three threads. Throws, naming the file and offset, on damage.
+    public init(
+        databasePath: String, capacity: Int = 4096, maxQueuedBytes: Int = 4 << 20,
+        segmentSize: Int = 64 << 20, logger: Logger, observer: GroupCommitWriter.Observer? = nil,
+        onFatal: @escaping FatalHandler
+    ) throws(CallbackStoreError) {
+        engine = try Engine(
+            databasePath: databasePath, capacity: capacity, maxQueuedBytes: maxQueuedBytes, segmentSize: segmentSize,
+            io: .system, logger: logger, observer: observer, onFatal: onFatal)
+    }
+
+    /// With the journal's file-system calls replaced (tests inject failed syncs here).
+    init(
+        databasePath: String, segmentSize: Int = JournalWriter.defaultSegmentSize, io: JournalIO, logger: Logger,
+        onFatal: @escaping FatalHandler
+    ) throws(CallbackStoreError) {
+        engine = try Engine(
+            databasePath: databasePath, capacity: 4096, maxQueuedBytes: 4 << 20, segmentSize: segmentSize, io: io,
+            logger: logger, observer: nil, onFatal: onFatal)
+    }
+
+    deinit { engine.close() }
+
+    public func submit(_ callback: NewCallback, completion: @escaping Completion) -> Bool {
+        engine.submit(callback, completion: completion)
+    }
+
+    public var isFailing: Bool { engine.isFailing }
+    public var progressHeartbeat: UInt64 { engine.heartbeat.load(ordering: .relaxed) }
+    public var statistics: IntakeStatistics { engine.statistics }
+    public func close() { engine.close() }
+
+    public func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
+        try await engine.purge(olderThan: cutoff)
+    }
+
+    /// A reader beside the engine: its own read-only connection, woken by the indexer.
+    public func reader() throws(CallbackStoreError) -> any CallbackReader {
+        JournalReader(store: try SQLiteCallbackStore(path: engine.databasePath, readOnly: true), progress: engine.progress)
+    }
+
+    /// How far the index trails the acknowledgements: records acknowledged but not yet queryable,
+    /// and for how long the oldest of them has waited.
+    public var indexLag: (records: Int64, milliseconds: Int64) { engine.progress.lag }
+}
+
+/// The threads and what they share. Each stage's state is guarded by its own condition.
+final class Engine: @unchecked Sendable {
+    /// A group appended by the writer, waiting for its fdatasync.
+    private struct Group {
+        var submissions: [WriterQueue.Submission]
+        var ids: [Int64]
+        var end: JournalPosition
+        var started: ContinuousClock.Instant
+    }
+
+    /// Work for the indexer thread besides records: purges (the one writer of SQLite).
+    typealias Job = @Sendable (SQLiteCallbackStore) -> Void
+
+    /// Groups the writer may append ahead of the sync: one syncing, one waiting.
+    static let groupsInFlight = 2
+    /// The indexer takes at most this many records per transaction.
+    static let indexBatch = 4096
+    /// How often the indexer checkpoints SQLite and deletes journal segments it no longer needs.
+    static let checkpointInterval: Duration = .seconds(1)
+    static let idleTick: TimeInterval = 0.5
+
+    let databasePath: String
+    let progress = IndexProgress()
+    let heartbeat = Atomic<UInt64>(0)
+    private let logger: Logger
+    private let onFatal: JournalStore.FatalHandler
+    private let observer: GroupCommitWriter.Observer?
+    private let directory: JournalDirectory
+    private let journal: JournalWriter
+    private let index: SQLiteCallbackStore
+
+    private let intakeCondition = NSCondition()
+    private var queue: WriterQueue  // intakeCondition
+
+    private let syncCondition = NSCondition()
+    private var appended: [Group] = []  // syncCondition
+    private var writerDone = false  // syncCondition
+
+    private let indexCondition = NSCondition()
+    /// Synced groups waiting for the indexer, each with the journal position after it.
+    private var synced: [(records: [JournalRecord], end: JournalPosition)] = []  // indexCondition
+    private var jobs: [Job] = []  // indexCondition
+    private var syncDone = false  // indexCondition
+
+    private let failure = Mutex<CallbackStoreError?>(nil)
+    private let diskFull = Atomic<Bool>(false)
+    private let committedBatches = Atomic<UInt64>(0)
+    private let committedCallbacks = Atomic<UInt64>(0)
+    private let failedBatches = Atomic<UInt64>(0)
+    private let failedCallbacks = Atomic<UInt64>(0)
+    private let stopped = DispatchGroup()
+    private let closing = Atomic<Bool>(false)
+
+    init(
+        databasePath: String, capacity: Int, maxQueuedBytes: Int, segmentSize: Int, io: JournalIO, logger: Logger,
+        observer: GroupCommitWriter.Observer?, onFatal: @escaping JournalStore.FatalHandler
+    ) throws(CallbackStoreError) {
+        self.databasePath = databasePath
+        self.logger = logger
+        self.onFatal = onFatal
+        self.observer = observer
+        queue = WriterQueue(capacity: capacity, maxQueuedBytes: maxQueuedBytes)
+        index = try SQLiteCallbackStore(path: databasePath, logger: logger)
+        directory = JournalDirectory(path: JournalDirectory.path(besideDatabase: databasePath), io: io)
+        do throws(CallbackStoreError) {
+            do throws(JournalError) { try directory.createIfMissing() } catch { throw error.asStoreError }
+            let recovered = try Self.recover(directory: directory, index: index, logger: logger)
+            do throws(JournalError) {
+                journal = try JournalWriter(
+                    directory: directory, continuingAt: recovered.end, firstID: recovered.nextID, segmentSize: segmentSize)
+            } catch {
+                throw error.asStoreError
+            }
+            progress.acknowledged(upTo: recovered.nextID - 1)
+            progress.indexed(upTo: recovered.nextID - 1)
+        } catch {
+            index.close()
+            throw error
+        }
+        start("journal-writer") { [self] in writerLoop() }
+        start("journal-sync") { [self] in syncLoop() }
+        start("journal-indexer") { [self] in indexerLoop() }
+    }
+
+    private func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
+        stopped.enter()
+        let thread = Thread { [stopped] in
+            nameCurrentThread(name)
+            body()
+            stopped.leave()
+        }
+        thread.start()
+    }
+
+    // MARK: Recovery
+
+    /// Indexes what the journal holds beyond the index's position, cuts a torn tail, and says
+    /// where the writer goes on. Ids continue after the index's highest one (a migrated database).
+    private static func recover(
+        directory: JournalDirectory, index: SQLiteCallbackStore, logger: Logger
+    ) throws(CallbackStoreError) -> (end: JournalPosition?, nextID: Int64) {
+        let position = try index.journalPosition()
+        let firstID = try index.lastID() + 1
+        do {
+            let scanner = try JournalScanner(directory: directory, from: position, firstID: firstID)
+            var batch: [JournalRecord] = []
+            var indexed = 0
+            while let record = try scanner.next() {
+                batch.append(record)
+                if batch.count >= indexBatch, let at = scanner.position {
+                    _ = try index.index(batch, through: at)
+                    indexed += batch.count
+                    batch.removeAll(keepingCapacity: true)
+                }
+            }
+            if !batch.isEmpty, let at = scanner.position {
+                _ = try index.index(batch, through: at)
+                indexed += batch.count
+            }
+            if scanner.tail != .clean {
+                logger.warning("journal: cutting the unacknowledged tail", metadata: ["store.journal_tail": "\(scanner.tail)"])
+                try scanner.cutTail()
+            }
+            if indexed > 0 {
+                logger.notice("journal: indexed on start-up", metadata: ["store.recovered_records": "\(indexed)"])
+            }
+            if try index.checkpointIndex(), let through = scanner.end.map({ $0.nextID - 1 }) {
+                try directory.deleteSegments(through: through)
+            }
+            return (scanner.end, scanner.nextID)
+        } catch let error as JournalError {
+            throw error.asStoreError
+        } catch let error as CallbackStoreError {
+            throw error
+        } catch {
+            throw .backend(message: "\(error)")
+        }
+    }
+
+    // MARK: Intake
+
+    func submit(_ callback: NewCallback, completion: @escaping CallbackIntake.Completion) -> Bool {
+        intakeCondition.lock()
+        defer { intakeCondition.unlock() }
+        guard failure.withLock({ $0 }) == nil, queue.submit(.init(callback: callback, completion: completion)) else {
+            return false
+        }
+        intakeCondition.signal()
+        return true
+    }
+
+    var isFailing: Bool { failure.withLock { $0 } != nil || diskFull.load(ordering: .relaxed) }
+
+    var statistics: IntakeStatistics {
+        IntakeStatistics(
+            committedBatches: committedBatches.load(ordering: .relaxed), committedCallbacks: committedCallbacks.load(ordering: .relaxed),
+            failedBatches: failedBatches.load(ordering: .relaxed), failedCallbacks: failedCallbacks.load(ordering: .relaxed))
+    }
+
+    /// Drains: what was accepted is appended, synced and answered, then indexed and checkpointed.
+    func close() {
+        guard !closing.exchange(true, ordering: .acquiringAndReleasing) else {
+            stopped.wait()
+            return
+        }
+        intakeCondition.lock()
+        queue.requestStop()
+        intakeCondition.broadcast()
+        intakeCondition.unlock()
+        stopped.wait()
+        index.close()
+    }
+
+    func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Int, CallbackStoreError>, Never>) in
+            indexCondition.lock()
+            defer { indexCondition.unlock() }
+            guard !syncDone else {
+                done.resume(returning: .failure(.closed))
+                return
+            }
+            jobs.append { store in
+                done.resume(returning: Result { () throws(CallbackStoreError) -> Int in try store.purge(olderThan: cutoff) })
+            }
+            indexCondition.signal()
+        }
+        return try result.get()
+    }
+
+    // MARK: The writer thread
+
+    private func writerLoop() {
+        while let batch = nextBatch() {
+            let started = ContinuousClock.now
+            if let error = failure.withLock({ $0 }) {
+                fail(batch, error)
+                continue
+            }
+            waitForRoomInFlight()
+            do throws(JournalError) {
+                let ids = try journal.append(batch.map(\.callback))
+                diskFull.store(false, ordering: .relaxed)
+                syncCondition.lock()
+                appended.append(Group(submissions: batch, ids: ids, end: journal.end, started: started))
+                syncCondition.signal()
+                syncCondition.unlock()
+            } catch {
+                if case .full = error {
+                    if !diskFull.exchange(true, ordering: .relaxed) { logger.error("journal: \(error)") }
+                    fail(batch, .full(message: "\(error)"))
+                } else {
+                    fail(batch, stop(error.asStoreError))
+                }
+            }
+        }
+        syncCondition.lock()
+        writerDone = true
+        syncCondition.signal()
+        syncCondition.unlock()
+    }
+
+    private func nextBatch() -> [WriterQueue.Submission]? {
+        intakeCondition.lock()
+        defer { intakeCondition.unlock() }
+        while true {
+            heartbeat.add(1, ordering: .relaxed)
+            switch queue.next() {
+            case .commit(let batch): return batch
+            case .stop:
+                queue.markStopped()
+                return nil
+            case .wait: _ = intakeCondition.wait(until: Date(timeIntervalSinceNow: Self.idleTick))
+            }
+        }
+    }
+
+    private func waitForRoomInFlight() {
+        syncCondition.lock()
+        while appended.count >= Self.groupsInFlight && failure.withLock({ $0 }) == nil { syncCondition.wait() }
+        syncCondition.unlock()
+    }
+
+    // MARK: The sync thread
+
+    private func syncLoop() {
+        while true {
+            syncCondition.lock()
+            while appended.isEmpty && !writerDone { syncCondition.wait() }
+            let groups = appended
+            appended = []
+            let done = writerDone && groups.isEmpty
+            syncCondition.broadcast()  // room in flight
+            syncCondition.unlock()
+            if done { break }
+            if let error = failure.withLock({ $0 }) {
+                for group in groups { fail(group.submissions, error) }
+                continue
+            }
+            do throws(JournalError) {
+                try journal.sync()
+            } catch {
+                let fatal = stop(error.asStoreError)
+                for group in groups { fail(group.submissions, fatal) }
+                continue
+            }
+            // Durable: answer, then hand the records to the indexer.
+            var records: [JournalRecord] = []
+            for group in groups {
+                for (submission, id) in zip(group.submissions, group.ids) {
+                    submission.completion(.success(CommitReceipt(id: id, duplicateOf: nil)))
+                    records.append(JournalRecord(id: id, callback: submission.callback))
+                }
+                committedBatches.add(1, ordering: .relaxed)
+                committedCallbacks.add(UInt64(group.ids.count), ordering: .relaxed)
+                observer?(.committed(batchSize: group.ids.count, duration: ContinuousClock.now - group.started))
+            }
+            if let last = groups.last {
+                progress.acknowledged(upTo: last.end.nextID - 1)
+                indexCondition.lock()
+                synced.append((records, last.end))
+                indexCondition.signal()
+                indexCondition.unlock()
+            }
+        }
+        indexCondition.lock()
+        syncDone = true
+        indexCondition.signal()
+        indexCondition.unlock()
+    }
+
+    // MARK: The indexer thread
+
+    private func indexerLoop() {
+        var lastCheckpoint = ContinuousClock.now
+        var checkpointedThrough: Int64 = 0
+        var indexedThrough = progress.indexedID
+        while true {
+            indexCondition.lock()
+            while synced.isEmpty && jobs.isEmpty && !syncDone {
+                _ = indexCondition.wait(until: Date(timeIntervalSinceNow: Self.idleTick))
+                if ContinuousClock.now - lastCheckpoint >= Self.checkpointInterval && checkpointedThrough < indexedThrough { break }
+            }
+            // Whole groups, up to about `indexBatch` records: the position after the last one
+            // is where this transaction leaves the journal.
+            var records: [JournalRecord] = []
+            var end: JournalPosition?
+            while let group = synced.first, records.isEmpty || records.count + group.records.count <= Self.indexBatch {
+                records += group.records
+                end = group.end
+                synced.removeFirst()
+            }
+            let pendingJobs = jobs
+            jobs = []
+            let finished = syncDone && synced.isEmpty
+            indexCondition.unlock()
+
+            if failure.withLock({ $0 }) != nil {
+                // Stopping: the index is rebuilt from the journal at the next start.
+                for job in pendingJobs { job(index) }
+                if finished { break }
+                continue
+            }
+            if let end, !records.isEmpty {
+                do throws(CallbackStoreError) {
+                    _ = try index.index(records, through: end)
+                    indexedThrough = records.last!.id
+                    progress.indexed(upTo: indexedThrough)
+                } catch {
+                    _ = stop(error)
+                }
+            }
+            for job in pendingJobs { job(index) }
+            if finished || ContinuousClock.now - lastCheckpoint >= Self.checkpointInterval {
+                lastCheckpoint = .now
+                if checkpointedThrough < indexedThrough || finished {
+                    do throws(CallbackStoreError) {
+                        if try index.checkpointIndex() {
+                            checkpointedThrough = indexedThrough
+                            // Everything in these segments is durable in SQLite now.
+                            do throws(JournalError) {
+                                try directory.deleteSegments(through: checkpointedThrough)
+                            } catch {
+                                logger.warning("journal: old segments not removed; trying again later", metadata: ["error": "\(error)"])
+                            }
+                        }
+                    } catch {
+                        _ = stop(error)
+                    }
+                }
+            }
+            if finished { break }
+        }
+    }
+
+    // MARK: Failure
+
+    private func fail(_ batch: [WriterQueue.Submission], _ error: CallbackStoreError) {
+        for submission in batch { submission.completion(.failure(error)) }
+        failedBatches.add(1, ordering: .relaxed)
+        failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
+    }
+
+    /// The first fatal error wins: it is logged once, reported once, and fails everything after it.
+    @discardableResult
+    private func stop(_ error: CallbackStoreError) -> CallbackStoreError {
+        let (first, isNew) = failure.withLock { current -> (CallbackStoreError, Bool) in
+            if let current { return (current, false) }
+            current = error
+            return (error, true)
+        }
+        guard isNew else { return first }
+        logger.critical(
+            "the store stops: \(first); exiting so that start-up recovers from what is on disk",
+            metadata: ["store.path": "\(databasePath)"])
+        syncCondition.lock()
+        syncCondition.broadcast()
+        syncCondition.unlock()
+        onFatal(first)
+        return first
+    }
+}
+
+/// What the indexer has made queryable, for readers in this process and the lag metric.
+final class IndexProgress: Sendable {
+    private struct State {
+        var indexed: Int64 = 0
+        var acknowledged: Int64 = 0
+        /// Groups acknowledged and not yet indexed: their last id and when they were answered.
+        var unindexed: [(lastID: Int64, at: ContinuousClock.Instant)] = []
+        var waiters: [(after: Int64, wake: CheckedContinuation<Void, Never>)] = []
+    }
+    private let state = Mutex(State())
+
+    var indexedID: Int64 { state.withLock { $0.indexed } }
+
+    func acknowledged(upTo id: Int64) {
+        state.withLock { state in
+            guard id > state.acknowledged else { return }
+            state.acknowledged = id
+            if id > state.indexed { state.unindexed.append((id, .now)) }
+        }
+    }
+
+    func indexed(upTo id: Int64) {
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.indexed = max(state.indexed, id)
+            state.unindexed.removeAll { $0.lastID <= state.indexed }
+            let woken = state.waiters.filter { $0.after < state.indexed }.map(\.wake)
+            state.waiters.removeAll { $0.after < state.indexed }
+            return woken
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    var lag: (records: Int64, milliseconds: Int64) {
+        state.withLock { state in
+            (state.acknowledged - state.indexed, state.unindexed.first.map { (ContinuousClock.now - $0.at).inMilliseconds } ?? 0)
+        }
+    }
+
+    /// Waits until an id above `id` is indexed (true) or `timeout` passes (false).
+    func wait(after id: Int64, timeout: Duration) async -> Bool {
+        if indexedID > id { return true }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
+                    let ready = self.state.withLock { state -> Bool in
+                        if state.indexed > id { return true }
+                        state.waiters.append((id, wake))
+                        return false
+                    }
+                    if ready { wake.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+            // If the timer won, nobody will wake this waiter: release it.
+            let stranded = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                let mine = state.waiters.filter { $0.after == id }.map(\.wake)
+                state.waiters.removeAll { $0.after == id }
+                return mine
+            }
+            for waiter in stranded { waiter.resume() }
+        }
+        return indexedID > id
+    }
+}
+
+/// SQLite's view of the index, woken by the indexer instead of polling.
+final class JournalReader: CallbackReader, @unchecked Sendable {
+    private let store: SQLiteCallbackStore
+    private let progress: IndexProgress
+
+    init(store: SQLiteCallbackStore, progress: IndexProgress) {
+        self.store = store
+        self.progress = progress
+    }
+
+    func query(_ filter: CallbackFilter) throws(CallbackStoreError) -> [StoredCallback] { try store.query(filter) }
+    func callback(id: Int64) throws(CallbackStoreError) -> StoredCallback? { try store.callback(id: id) }
+    func callbacks(after id: Int64, limit: Int, includeDuplicates: Bool) throws(CallbackStoreError) -> [StoredCallback] {
+        try store.callbacks(after: id, limit: limit, includeDuplicates: includeDuplicates)
+    }
+    func stats() throws(CallbackStoreError) -> CallbackStats { try store.stats() }
+    func lastID() throws(CallbackStoreError) -> Int64 { try store.lastID() }
+
+    func waitForCallbacks(after id: Int64, timeout: Duration) async throws(CallbackStoreError) -> Bool {
+        if try lastID() > id { return true }
+        _ = await progress.wait(after: id, timeout: timeout)
+        return try lastID() > id
+    }
+}
+
+extension JournalError {
+    /// The store API's words for it.
+    var asStoreError: CallbackStoreError {
+        switch self {
+        case .syncFailed, .writeFailed: .ioError(message: description)
+        case .full: .full(message: description)
+        case .ioError: .ioError(message: description)
+        case .damaged: .corrupt(message: description)
+        case .recordTooLarge: .backend(message: description)
+        }
+    }
+}
