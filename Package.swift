@@ -135,7 +135,7 @@ let package = Package(
         .testTarget(
             name: "ListenerAppTests",
             dependencies: [
-                "ListenerApp", "TestSupport",
+                "ListenerApp", "TestSupport", "SQLiteStore",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "HTTP1", "HTTPServer", "CallbackStore",
                 "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "Logging", package: "swift-log"),

@@ -43,13 +43,15 @@ public final class ListenerService: Sendable {
     ///   - reload: reads the configuration afresh (SIGHUP).
     ///   - logLevel: the logging bootstrap's level, which a reload changes.
     ///   - signals: trapped before this is made, so none is lost during start-up; nil in process.
+    ///   - onStoreFailure: what a fatal store failure does; nil: exit with `storeFailureExitStatus`.
     public init(
         configuration: ListenerConfiguration,
         reload: @escaping @Sendable () async throws(ConfigurationError) -> ListenerConfiguration,
         logger: Logger,
         logLevel: LogLevelControl? = nil,
         signals: ProcessSignals? = nil,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        onStoreFailure: (@Sendable () -> Void)? = nil
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -59,7 +61,18 @@ public final class ListenerService: Sendable {
         self.metrics = metrics
         let passed = SystemdNotifier.listeningSockets(environment: environment)
 
-        let store = StorePart(configuration: configuration.storage, metrics: metrics, logger: logger)
+        // A failed fsync is fatal (PostgreSQL's data_sync_retry = off): the store has answered 503
+        // to everything not acknowledged; give those answers a second to leave, then exit non-zero
+        // so that systemd restarts the service and the start-up scan recovers from the disk.
+        let store = StorePart(
+            configuration: configuration.storage, metrics: metrics, logger: logger,
+            onFatal: { _ in
+                if let onStoreFailure {
+                    onStoreFailure()
+                } else {
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 1) { exit(ListenerService.storeFailureExitStatus) }
+                }
+            })
         let callbackServer = CallbackServerPart(
             configuration: configuration, store: store, metrics: metrics,
             socket: passed.first(where: { $0.name != "admin" })?.descriptor, logger: logger
@@ -76,7 +89,8 @@ public final class ListenerService: Sendable {
             let probes = AdminHandler.Probes(
                 isServing: { callbackServer.isServing },
                 isStoreWritable: { !(store.opened.current?.intake.isFailing ?? true) },
-                isRegistered: isRegistered
+                isRegistered: isRegistered,
+                indexLag: { store.opened.current?.indexLag?() }
             )
             adminServer = AdminServerPart(
                 configuration: configuration.admin, handler: AdminHandler(metrics: metrics, probes: probes),
@@ -145,6 +159,9 @@ public final class ListenerService: Sendable {
 
     /// The callback port actually bound (useful with port 0), once listening.
     public var callbackPort: Int? { callbackServer.localPort }
+
+    /// The exit status after a fatal store failure (EX_TEMPFAIL): systemd restarts on it.
+    public static let storeFailureExitStatus: Int32 = 75
     /// The admin port, once listening.
     public var adminPort: Int? { adminServer?.server.localPort }
     /// The in-process sandbox, when it runs.

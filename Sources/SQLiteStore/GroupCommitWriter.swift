@@ -35,6 +35,8 @@ public final class GroupCommitWriter: CallbackIntake, CallbackMaintenance {
     public enum Event: Sendable, Hashable {
         case committed(batchSize: Int, duration: Duration)
         case failed(batchSize: Int, duration: Duration, error: CallbackStoreError)
+        /// The journal engine's indexer stored `records`, `duplicates` of them linked as repeats.
+        case indexed(records: Int, duplicates: Int)
     }
 
     public typealias Observer = @Sendable (Event) -> Void

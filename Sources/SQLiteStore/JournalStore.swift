@@ -51,7 +51,9 @@ public final class JournalStore: CallbackIntake, CallbackMaintenance {
     }
 
     public var isFailing: Bool { engine.isFailing }
-    public var progressHeartbeat: UInt64 { engine.heartbeat.load(ordering: .relaxed) }
+    /// Advances only while both the writer and the indexer turn: a journal stuck in fdatasync or an
+    /// index stuck on a lock both stop it (for the systemd watchdog).
+    public var progressHeartbeat: UInt64 { engine.combinedHeartbeat }
     public var statistics: IntakeStatistics { engine.statistics }
     public func close() { engine.close() }
 
@@ -93,6 +95,18 @@ final class Engine: @unchecked Sendable {
     let databasePath: String
     let progress = IndexProgress()
     let heartbeat = Atomic<UInt64>(0)
+    let indexerHeartbeat = Atomic<UInt64>(0)
+    private let heartbeatsSeen = Mutex((writer: UInt64(0), indexer: UInt64(0), combined: UInt64(0)))
+
+    var combinedHeartbeat: UInt64 {
+        let now = (heartbeat.load(ordering: .relaxed), indexerHeartbeat.load(ordering: .relaxed))
+        return heartbeatsSeen.withLock { seen in
+            if now.0 != seen.writer && now.1 != seen.indexer {
+                seen = (now.0, now.1, seen.combined + 1)
+            }
+            return seen.combined
+        }
+    }
     private let logger: Logger
     private let onFatal: JournalStore.FatalHandler
     private let observer: GroupCommitWriter.Observer?
@@ -270,14 +284,16 @@ final class Engine: @unchecked Sendable {
             waitForRoomInFlight()
             do throws(JournalError) {
                 let ids = try journal.append(batch.map(\.callback))
-                diskFull.store(false, ordering: .relaxed)
+                endDiskFullEpisode()
                 syncCondition.lock()
                 appended.append(Group(submissions: batch, ids: ids, end: journal.end, started: started))
                 syncCondition.signal()
                 syncCondition.unlock()
             } catch {
                 if case .full = error {
-                    if !diskFull.exchange(true, ordering: .relaxed) { logger.error("journal: \(error)") }
+                    if !diskFull.exchange(true, ordering: .relaxed) {
+                        logger.error("store cannot append to the journal: \(error)", metadata: ["store.path": "\(databasePath)"])
+                    }
                     fail(batch, .full(message: "\(error)"))
                 } else {
                     fail(batch, stop(error.asStoreError))
@@ -291,17 +307,30 @@ final class Engine: @unchecked Sendable {
     }
 
     private func nextBatch() -> [WriterQueue.Submission]? {
-        intakeCondition.lock()
-        defer { intakeCondition.unlock() }
         while true {
+            intakeCondition.lock()
             heartbeat.add(1, ordering: .relaxed)
-            switch queue.next() {
-            case .commit(let batch): return batch
+            let next = queue.next()
+            switch next {
+            case .commit(let batch):
+                intakeCondition.unlock()
+                return batch
             case .stop:
                 queue.markStopped()
+                intakeCondition.unlock()
                 return nil
-            case .wait: _ = intakeCondition.wait(until: Date(timeIntervalSinceNow: Self.idleTick))
+            case .wait:
+                let woken = intakeCondition.wait(until: Date(timeIntervalSinceNow: Self.idleTick))
+                intakeCondition.unlock()
+                // Idle while the disk was full: find out whether it has room again, without traffic.
+                if !woken && diskFull.load(ordering: .relaxed) && journal.hasRoom() { endDiskFullEpisode() }
             }
+        }
+    }
+
+    private func endDiskFullEpisode() {
+        if diskFull.exchange(false, ordering: .relaxed) {
+            logger.notice("Storing callbacks recovered: the journal takes appends again", metadata: ["store.path": "\(databasePath)"])
         }
     }
 
@@ -365,39 +394,67 @@ final class Engine: @unchecked Sendable {
         var lastCheckpoint = ContinuousClock.now
         var checkpointedThrough: Int64 = 0
         var indexedThrough = progress.indexedID
+        var waitingSince: ContinuousClock.Instant?
         while true {
+            indexerHeartbeat.add(1, ordering: .relaxed)
             indexCondition.lock()
             while synced.isEmpty && jobs.isEmpty && !syncDone {
                 _ = indexCondition.wait(until: Date(timeIntervalSinceNow: Self.idleTick))
+                indexerHeartbeat.add(1, ordering: .relaxed)
                 if ContinuousClock.now - lastCheckpoint >= Self.checkpointInterval && checkpointedThrough < indexedThrough { break }
             }
             // Whole groups, up to about `indexBatch` records: the position after the last one
             // is where this transaction leaves the journal.
             var records: [JournalRecord] = []
             var end: JournalPosition?
-            while let group = synced.first, records.isEmpty || records.count + group.records.count <= Self.indexBatch {
-                records += group.records
-                end = group.end
-                synced.removeFirst()
+            var taken = 0
+            while taken < synced.count, records.isEmpty || records.count + synced[taken].records.count <= Self.indexBatch {
+                records += synced[taken].records
+                end = synced[taken].end
+                taken += 1
             }
             let pendingJobs = jobs
             jobs = []
-            let finished = syncDone && synced.isEmpty
+            let finished = syncDone && synced.count == taken
             indexCondition.unlock()
 
             if failure.withLock({ $0 }) != nil {
-                // Stopping: the index is rebuilt from the journal at the next start.
+                // Stopping: the next start indexes these from the journal.
+                indexCondition.lock()
+                synced.removeFirst(taken)
+                indexCondition.unlock()
                 for job in pendingJobs { job(index) }
                 if finished { break }
                 continue
             }
             if let end, !records.isEmpty {
                 do throws(CallbackStoreError) {
-                    _ = try index.index(records, through: end)
+                    let receipts = try index.index(records, through: end)
+                    observer?(.indexed(records: receipts.count, duplicates: receipts.count { $0.duplicateOf != nil }))
+                    indexCondition.lock()
+                    synced.removeFirst(taken)
+                    indexCondition.unlock()
                     indexedThrough = records.last!.id
                     progress.indexed(upTo: indexedThrough)
+                    if let since = waitingSince {
+                        waitingSince = nil
+                        logger.notice(
+                            "journal: indexing resumed", metadata: ["store.waited_seconds": "\((ContinuousClock.now - since).inSeconds)"])
+                    }
                 } catch {
-                    _ = stop(error)
+                    switch error {
+                    case .busy, .full:
+                        // The journal holds them: index them once the lock is released or space freed.
+                        if waitingSince == nil {
+                            waitingSince = .now
+                            logger.warning("journal: indexing waits; callbacks are still acknowledged", metadata: ["error": "\(error)"])
+                        }
+                        for job in pendingJobs { job(index) }
+                        Thread.sleep(forTimeInterval: 0.1)
+                        continue
+                    default:
+                        _ = stop(error)
+                    }
                 }
             }
             for job in pendingJobs { job(index) }

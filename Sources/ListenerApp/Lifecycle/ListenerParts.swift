@@ -24,39 +24,51 @@ final class StartedValue<Value: Sendable>: Sendable {
 
 /// Opens the store and runs its group-commit writer; nothing is acknowledged without it.
 /// What a backend gives the service once open: the one writer, which takes
-/// callbacks and does maintenance. (Issue: a second backend plugs in here.)
+/// callbacks and does maintenance, and how far its index trails (nil: it does not).
 struct OpenedStore: Sendable {
     let intake: any CallbackIntake
     let maintenance: any CallbackMaintenance
+    let indexLag: (@Sendable () -> (records: Int64, milliseconds: Int64))?
 }
 
+/// Opens the store: the journal, with SQLite as its index (recovering what the journal holds
+/// beyond the index first). A failed fsync is fatal (`onFatal`: the process exits non-zero and
+/// systemd restarts it; the start-up scan recovers from what is really on disk).
 final class StorePart: ListenerPart {
     let name = "store"
     private let configuration: ListenerConfiguration.Storage
     private let metrics: ListenerMetrics
     private let logger: Logger
+    private let onFatal: @Sendable (CallbackStoreError) -> Void
     let opened = StartedValue<OpenedStore>()
 
-    init(configuration: ListenerConfiguration.Storage, metrics: ListenerMetrics, logger: Logger) {
+    init(
+        configuration: ListenerConfiguration.Storage, metrics: ListenerMetrics, logger: Logger,
+        onFatal: @escaping @Sendable (CallbackStoreError) -> Void
+    ) {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        self.onFatal = onFatal
     }
 
     func start() throws(ListenerError) {
-        let store: SQLiteCallbackStore
+        let store: JournalStore
         do {
-            store = try SQLiteCallbackStore(path: configuration.path)
+            store = try JournalStore(
+                databasePath: configuration.path, capacity: configuration.queueCapacity, logger: logger,
+                observer: { [metrics] event in
+                    switch event {
+                    case .committed(let size, let duration): metrics.committed(batchSize: size, duration: duration)
+                    case .indexed(_, let duplicates): metrics.duplicatesIndexed(duplicates)
+                    case .failed: break
+                    }
+                },
+                onFatal: onFatal)
         } catch {
             throw .storeUnavailable("\(configuration.path): \(error)")
         }
-        let writer = GroupCommitWriter(
-            store: store, capacity: configuration.queueCapacity, logger: logger,
-            observer: { [metrics] event in
-                if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
-            }
-        )
-        opened.set(OpenedStore(intake: writer, maintenance: writer))
+        opened.set(OpenedStore(intake: store, maintenance: store, indexLag: { store.indexLag }))
     }
 
     func stop() {

@@ -11,6 +11,8 @@ final class AdminHandler: HTTPRequestHandler {
         var isStoreWritable: @Sendable () -> Bool
         /// nil when registration is off.
         var isRegistered: (@Sendable () -> Bool)?
+        /// How far the store's index trails its acknowledgements; nil for a store without one.
+        var indexLag: @Sendable () -> (records: Int64, milliseconds: Int64)? = { nil }
     }
 
     private let metrics: ListenerMetrics
@@ -37,10 +39,18 @@ final class AdminHandler: HTTPRequestHandler {
             if !probes.isServing() { problems.append("draining") }
             if !probes.isStoreWritable() { problems.append("store not writable") }
             if let registered = probes.isRegistered, !registered() { problems.append("not registered with ThingSpace") }
+            // Detail, not a verdict: callbacks are acknowledged (durable) while the index catches up.
+            var detail = ""
+            if let lag = probes.indexLag() {
+                metrics.setIndexLag(records: lag.records, milliseconds: lag.milliseconds)
+                detail = "index lag: \(lag.records) records, \(lag.milliseconds) ms\n"
+            }
             responder.respond(
-                problems.isEmpty ? text(.ok, "ready\n") : text(.serviceUnavailable, problems.joined(separator: "; ") + "\n")
+                problems.isEmpty
+                    ? text(.ok, "ready\n" + detail) : text(.serviceUnavailable, problems.joined(separator: "; ") + "\n" + detail)
             )
         case "/metrics":
+            if let lag = probes.indexLag() { metrics.setIndexLag(records: lag.records, milliseconds: lag.milliseconds) }
             responder.respond(
                 HTTPResponse(
                     status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],

@@ -26,6 +26,8 @@ public final class ListenerMetrics: Sendable {
     private let otherResponses: CoreMetrics.Counter
     private let stored: [String: CoreMetrics.Counter]
     private let duplicates: CoreMetrics.Counter
+    private let indexLagRecords: CoreMetrics.Gauge
+    private let indexLagMilliseconds: CoreMetrics.Gauge
     private let rejected: [RejectionReason: CoreMetrics.Counter]
     private let commitLatency: CoreMetrics.Timer
     private let batchSize: CoreMetrics.Recorder
@@ -55,6 +57,8 @@ public final class ListenerMetrics: Sendable {
                 ($0, CoreMetrics.Counter(label: "callbacks_stored_total", dimensions: [("service", $0)], factory: factory))
             })
         duplicates = CoreMetrics.Counter(label: "callbacks_duplicates_total", factory: factory)
+        indexLagRecords = CoreMetrics.Gauge(label: "store_index_lag_records", factory: factory)
+        indexLagMilliseconds = CoreMetrics.Gauge(label: "store_index_lag_milliseconds", factory: factory)
         rejected = Dictionary(
             uniqueKeysWithValues: RejectionReason.allCases.map {
                 ($0, CoreMetrics.Counter(label: "callbacks_rejected_total", dimensions: [("reason", $0.rawValue)], factory: factory))
@@ -69,6 +73,17 @@ public final class ListenerMetrics: Sendable {
     }
 
     func responded(status: Int) { (responses[status] ?? otherResponses).increment() }
+    /// Acknowledged callbacks not yet queryable, and how long the oldest of them has waited.
+    func setIndexLag(records: Int64, milliseconds: Int64) {
+        indexLagRecords.record(records)
+        indexLagMilliseconds.record(milliseconds)
+    }
+
+    /// Repeats found by the journal's indexer, behind the acknowledgements.
+    func duplicatesIndexed(_ count: Int) {
+        if count > 0 { duplicates.increment(by: count) }
+    }
+
     func stored(service: String, duplicate: Bool) {
         stored[service]?.increment()
         if duplicate { duplicates.increment() }

@@ -135,6 +135,20 @@ final class JournalWriter: Sendable {
         }
     }
 
+    /// Whether a write at the end would go through now: rewrites one of the zeros already there
+    /// (the segment is preallocated, so nothing changes on disk). For an idle writer after a full disk.
+    func hasRoom() -> Bool {
+        appending.run { () -> Bool in
+            guard shared.withLock({ $0.stopped }) == nil else { return false }
+            return state.withLock { state in
+                guard state.offset < state.capacity else { return false }
+                var zero: UInt8 = 0
+                let result = withUnsafeBytes(of: &zero) { directory.io.pwrite(state.segment.fd, $0, Int64(state.offset)) }
+                return result == 1
+            }
+        }
+    }
+
     /// fdatasyncs every segment written since the last sync. A failure stops the writer for good.
     func sync() throws(JournalError) {
         try syncing.run { () throws(JournalError) in
