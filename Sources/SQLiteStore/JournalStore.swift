@@ -497,8 +497,13 @@ final class Engine: @unchecked Sendable {
             return (error, true)
         }
         guard isNew else { return first }
+        let cause: String
+        switch first {
+        case .ioError(let message), .full(let message), .corrupt(let message), .backend(let message): cause = message
+        default: cause = "\(first)"
+        }
         logger.critical(
-            "the store stops: \(first); exiting so that start-up recovers from what is on disk",
+            "\("the store stops after a failed disk write or sync (\(cause)); nothing unacknowledged was acknowledged, and the next start recovers from what is on disk: check the disk (dmesg)")",
             metadata: ["store.path": "\(databasePath)"])
         syncCondition.lock()
         syncCondition.broadcast()

@@ -72,7 +72,12 @@ public final class CallbackHandler: HTTPRequestHandler {
                         Self.errorResponse(.serviceUnavailable, "storage unavailable; retry later", headers: ["Retry-After": "5"]))
                 }
             }
-            if !accepted {
+            if !accepted && writer.isFailing {
+                // The store stopped (and said so once): not a full queue.
+                metrics.rejected(.storeUnavailable)
+                respond(
+                    responder, Self.errorResponse(.serviceUnavailable, "storage unavailable; retry later", headers: ["Retry-After": "5"]))
+            } else if !accepted {
                 metrics.rejected(.queueFull)
                 logger.warning("store queue full: answering 503", metadata: ["callback.service": "\(callback.service)"])
                 respond(responder, Self.errorResponse(.serviceUnavailable, "busy; retry later", headers: ["Retry-After": "1"]))
