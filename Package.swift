@@ -48,7 +48,7 @@ let package = Package(
         ),
         // The store API: records, errors, the intake/reader/maintenance protocols, an in-memory store.
         .target(name: "CallbackStore", dependencies: ["JSON", "Vocabulary"], swiftSettings: strict),
-        // The one-machine backend: SQLite, group commit.
+        // The one-machine backend: the journal (group commit, fail-stop, recovery), SQLite as its index.
         .target(
             name: "SQLiteStore",
             dependencies: ["CallbackStore", "CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],

@@ -1,12 +1,5 @@
 #include "CSQLite.h"
 
-static int record_wal_frames(void *frames, sqlite3 *db, const char *name, int count) {
-    (void)db;
-    (void)name;
-    *(int *)frames = count;
-    return SQLITE_OK;
-}
-
-void csqlite_record_wal_frames(sqlite3 *db, int *frames) {
-    sqlite3_wal_hook(db, record_wal_frames, frames);
+int csqlite_disable_checkpoint_on_close(sqlite3 *db) {
+    return sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)0);
 }

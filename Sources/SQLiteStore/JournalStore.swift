@@ -20,13 +20,27 @@ import Vocabulary
 public final class JournalStore: CallbackIntake, CallbackMaintenance {
     public typealias FatalHandler = @Sendable (CallbackStoreError) -> Void
 
+    /// Reported to the observer after a group's completions were called (`committed`, `failed`)
+    /// and after each index transaction (`indexed`), on the engine's threads.
+    public enum Event: Sendable, Hashable {
+        /// A group was appended and fdatasynced, and its callbacks answered.
+        case committed(batchSize: Int, duration: Duration)
+        /// A group was answered with `error` (a full disk, or everything after a fatal error).
+        case failed(batchSize: Int, duration: Duration, error: CallbackStoreError)
+        /// The indexer stored `records`, `duplicates` of them linked as repeats.
+        case indexed(records: Int, duplicates: Int)
+    }
+
+    /// Called for each `Event`, for metrics; keep it short.
+    public typealias Observer = @Sendable (Event) -> Void
+
     private let engine: Engine
 
     /// Recovers (scans the journal from where the index got to, cuts a torn tail, indexes the
     /// rest) and starts the three threads. Throws, naming the file and offset, on damage.
     public init(
         databasePath: String, capacity: Int = 4096, maxQueuedBytes: Int = 4 << 20,
-        segmentSize: Int = 64 << 20, logger: Logger, observer: GroupCommitWriter.Observer? = nil,
+        segmentSize: Int = 64 << 20, logger: Logger, observer: JournalStore.Observer? = nil,
         onFatal: @escaping FatalHandler
     ) throws(CallbackStoreError) {
         engine = try Engine(
@@ -109,7 +123,7 @@ final class Engine: @unchecked Sendable {
     }
     private let logger: Logger
     private let onFatal: JournalStore.FatalHandler
-    private let observer: GroupCommitWriter.Observer?
+    private let observer: JournalStore.Observer?
     private let directory: JournalDirectory
     private let journal: JournalWriter
     private let index: SQLiteCallbackStore
@@ -138,7 +152,7 @@ final class Engine: @unchecked Sendable {
 
     init(
         databasePath: String, capacity: Int, maxQueuedBytes: Int, segmentSize: Int, io: JournalIO, logger: Logger,
-        observer: GroupCommitWriter.Observer?, onFatal: @escaping JournalStore.FatalHandler
+        observer: JournalStore.Observer?, onFatal: @escaping JournalStore.FatalHandler
     ) throws(CallbackStoreError) {
         self.databasePath = databasePath
         self.logger = logger
@@ -264,7 +278,12 @@ final class Engine: @unchecked Sendable {
                 done.resume(returning: .failure(.closed))
                 return
             }
-            jobs.append { store in
+            jobs.append { [self] store in
+                // After a fatal error nothing more is written, a purge included.
+                if let error = failure.withLock({ $0 }) {
+                    done.resume(returning: .failure(error))
+                    return
+                }
                 done.resume(returning: Result { () throws(CallbackStoreError) -> Int in try store.purge(olderThan: cutoff) })
             }
             indexCondition.signal()
@@ -278,7 +297,7 @@ final class Engine: @unchecked Sendable {
         while let batch = nextBatch() {
             let started = ContinuousClock.now
             if let error = failure.withLock({ $0 }) {
-                fail(batch, error)
+                fail(batch, error, started: started)
                 continue
             }
             waitForRoomInFlight()
@@ -294,9 +313,9 @@ final class Engine: @unchecked Sendable {
                     if !diskFull.exchange(true, ordering: .relaxed) {
                         logger.error("store cannot append to the journal: \(error)", metadata: ["store.path": "\(databasePath)"])
                     }
-                    fail(batch, .full(message: "\(error)"))
+                    fail(batch, .full(message: "\(error)"), started: started)
                 } else {
-                    fail(batch, stop(error.asStoreError))
+                    fail(batch, stop(error.asStoreError), started: started)
                 }
             }
         }
@@ -353,14 +372,14 @@ final class Engine: @unchecked Sendable {
             syncCondition.unlock()
             if done { break }
             if let error = failure.withLock({ $0 }) {
-                for group in groups { fail(group.submissions, error) }
+                for group in groups { fail(group.submissions, error, started: group.started) }
                 continue
             }
             do throws(JournalError) {
                 try journal.sync()
             } catch {
                 let fatal = stop(error.asStoreError)
-                for group in groups { fail(group.submissions, fatal) }
+                for group in groups { fail(group.submissions, fatal, started: group.started) }
                 continue
             }
             // Durable: answer, then hand the records to the indexer.
@@ -482,10 +501,11 @@ final class Engine: @unchecked Sendable {
 
     // MARK: Failure
 
-    private func fail(_ batch: [WriterQueue.Submission], _ error: CallbackStoreError) {
+    private func fail(_ batch: [WriterQueue.Submission], _ error: CallbackStoreError, started: ContinuousClock.Instant) {
         for submission in batch { submission.completion(.failure(error)) }
         failedBatches.add(1, ordering: .relaxed)
         failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
+        observer?(.failed(batchSize: batch.count, duration: ContinuousClock.now - started, error: error))
     }
 
     /// The first fatal error wins: it is logged once, reported once, and fails everything after it.
@@ -603,6 +623,12 @@ final class JournalReader: CallbackReader, @unchecked Sendable {
         _ = await progress.wait(after: id, timeout: timeout)
         return try lastID() > id
     }
+}
+
+/// Names the calling thread for `top -H`, `ps -L` and perf (Linux keeps 15 bytes). Set from the
+/// thread itself: on Linux, Foundation passes a name to the kernel only for the current thread.
+func nameCurrentThread(_ name: String) {
+    Thread.current.name = name
 }
 
 extension JournalError {

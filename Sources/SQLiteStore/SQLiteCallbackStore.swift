@@ -3,12 +3,18 @@ import Foundation
 import Logging
 import Vocabulary
 
-/// Callbacks persisted in one SQLite file (WAL; a commit is durable once its WAL is fsynced).
+/// Callbacks in one SQLite file (WAL): the journal engine's index, and what every reader reads.
 ///
-/// One instance is one connection: use it from one thread at a time. The service's writer thread
-/// owns one (through `GroupCommitWriter`); the CLI opens its own, usually `readOnly`, and reads
-/// while the service writes. After an I/O, read-only or corruption error the connection is
-/// closed and reopened on the next call, so a store recovers when the disk does.
+/// One instance is one connection, used one call at a time. The writable one belongs to
+/// `JournalStore`'s indexer, which alone writes (`index(_:through:)`, `purge`) and makes it
+/// durable with `checkpointIndex()`; the CLI and `JournalReader` open their own, `readOnly`, and
+/// read while the service writes.
+///
+/// Fail-stop: after an I/O, read-only or corruption error a writable store is broken for good
+/// (every later call throws that error, and closing it copies nothing more into the database
+/// file); the journal engine stops, and the next start recovers from the journal. A read-only
+/// store closes its connection instead and opens a new one on the next call, so a reader keeps
+/// working once the file is readable again.
 public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     /// How long a call waits for another connection's lock before failing with `.busy`.
     public static let busyTimeoutMilliseconds: Int32 = 5_000
@@ -19,26 +25,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     public let isReadOnly: Bool
 
     private var connection: SQLiteConnection?
-    /// The WAL of a writable connection, opened with it: see `WriteAheadLog`.
-    private var writeAheadLog: WriteAheadLog?
-    /// A second descriptor of the WAL, synced only after a failed checkpoint to learn whether the
-    /// WAL lost a write (every descriptor open at the time hears of it once; `writeAheadLog`'s
-    /// report belongs to the sync thread).
-    private var writeAheadLogCheck: WriteAheadLog?
-    /// The service's background checkpoints, on a connection of their own.
-    private var checkpointer: Checkpointer?
-    /// Why the WAL must be made whole on disk before the next write, if it must: see
-    /// `recoverFromFailedSync`.
-    private var walRepair: WALRepair?
-
-    /// Why the WAL is to be written back whole before the next write.
-    enum WALRepair: Equatable {
-        /// A service starts: a failed fdatasync of a previous process, or of another program, is
-        /// reported to nobody now, yet its frames may still be missing on disk.
-        case startUp
-        /// This fdatasync failed (the text says which, for the log).
-        case failed(String)
-    }
+    /// Why a writable store refuses every call: see the type's comment.
+    private var broken: CallbackStoreError?
     /// Between noticing that the file was moved and having reopened it (logs the move once).
     private var isReopeningMovedFile = false
     private var hasLoggedMovedFileFailure = false
@@ -48,8 +36,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     private let oneAtATime = NSRecursiveLock()
     private let logger: Logger
 
-    /// Opens (and when writable creates, with its parent directory and schema) the database at `path`.
-    /// `logger` hears about reopening the file after it was moved or deleted.
+    /// Opens (and when writable creates, with its parent directory and schema, or migrates) the
+    /// database at `path`. `logger` hears about reopening the file after it was moved or deleted.
     public init(
         path: String,
         readOnly: Bool = false,
@@ -66,106 +54,15 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
 
     /// Closes the connection; later calls throw `.closed`. Idempotent.
     public func close() {
+        oneAtATime.lock()
+        defer { oneAtATime.unlock() }
         isClosed = true
-        checkpointer?.stop()
-        checkpointer = nil
         dropConnection()
     }
 
-    /// Starts checkpointing the WAL in the background (see `Checkpointer`), for a long-lived writer.
-    @discardableResult
-    func startCheckpointing() -> Checkpointer? {
-        guard !isReadOnly, checkpointer == nil else { return checkpointer }
-        checkpointer = Checkpointer(path: path, logger: logger)
-        return checkpointer
-    }
-
-    /// Closes the connection; the next call opens a new one. The checkpointer closes its own and
-    /// waits for the new one, so it never opens a file that replaced a moved one before the writer.
-    func dropConnection() {
-        checkpointer?.pause(.reopening)
+    private func dropConnection() {
         connection?.close()
         connection = nil
-        writeAheadLog = nil
-        writeAheadLogCheck = nil
-    }
-
-    /// Records that an fdatasync of a log this store handed out failed, or may have failed where
-    /// nobody saw it: the next write first makes the WAL whole on disk.
-    func noteFailedSync(_ reason: WALRepair = .failed("a failed fdatasync")) {
-        if walRepair == nil || walRepair == .startUp { walRepair = reason }
-        checkpointer?.pause(.walRepair)
-    }
-
-    /// After a failed fdatasync the WAL in memory may hold frames the disk lacks, and a later commit,
-    /// even one whose own fdatasync works, would sit behind them in the WAL's checksum chain and be
-    /// lost with them in a power cut. So before anything else is committed, the WAL is written back
-    /// whole and synced (`WriteAheadLog.rewrite`) under the write lock; then background checkpoints
-    /// resume. Throws, leaving the store in need of it, while the disk fails.
-    func recoverFromFailedSync() throws(CallbackStoreError) {
-        if checkpointer?.takeWALFailure() == true { noteFailedSync(.failed("a failed fdatasync in a background checkpoint")) }
-        guard let reason = walRepair else { return }
-        // On the current connection, moved file or not: its WAL must be whole before `reopenIfMoved`
-        // copies it into the moved file.
-        let writeAheadLog = try openWriteAheadLog()
-        try withConnection { connection throws(CallbackStoreError) in
-            try connection.transaction(.immediate) { () throws(CallbackStoreError) in try writeAheadLog.rewrite() }
-        }
-        _ = try? writeAheadLogCheck?.sync()  // its report of the repaired failure is stale now
-        walRepair = nil
-        checkpointer?.resume(.walRepair)
-        if case .failed(let cause) = reason {
-            logger.notice("The WAL was written back and synced after \(cause)", metadata: ["store.path": "\(path)"])
-        }
-    }
-
-    /// Copies the WAL into the database file once it holds `Schema.checkpointFrames` frames, after a
-    /// commit, as SQLite's automatic checkpoint would (the writer's checkpoint lets the WAL restart
-    /// under load; `Checkpointer`'s cannot). Unlike SQLite's, it sees its errors: when the WAL
-    /// itself lost a write, the next write repairs it first (`recoverFromFailedSync`).
-    private func checkpointIfLarge() {
-        guard let connection, connection.walFrames >= Schema.checkpointFrames else { return }
-        do {
-            try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        } catch {
-            logger.debug("WAL checkpoint after a commit failed", metadata: ["error": "\(error)"])
-            if let writeAheadLogCheck, (try? writeAheadLogCheck.sync()) == nil {
-                noteFailedSync(.failed("a failed fdatasync in a checkpoint"))
-            }
-        }
-    }
-
-    // MARK: - Writing
-
-    /// Stores the batch in ONE transaction (one fsync) and returns once it is on disk. Each receipt's
-    /// `duplicateOf` is the id of the first stored callback with the same dedup key, an earlier one of
-    /// this batch included. On failure nothing of the batch is acknowledged.
-    public func insert(_ batch: [NewCallback]) throws(CallbackStoreError) -> [CommitReceipt] {
-        let (receipts, writeAheadLog) = try insertUnsynced(batch)
-        try sync(writeAheadLog)
-        return receipts
-    }
-
-    /// Commits the batch in one transaction without waiting for the disk: it is durable once
-    /// `sync()` of the returned log has returned, and must not be acknowledged before.
-    public func insertUnsynced(
-        _ batch: [NewCallback]
-    ) throws(CallbackStoreError) -> (receipts: [CommitReceipt], writeAheadLog: WriteAheadLog) {
-        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
-        try reopenIfMoved()
-        let writeAheadLog = try openWriteAheadLog()
-        let receipts = try withConnection { connection throws(CallbackStoreError) in
-            try connection.transaction(.immediate) { () throws(CallbackStoreError) in
-                var receipts: [CommitReceipt] = []
-                receipts.reserveCapacity(batch.count)
-                for callback in batch {
-                    receipts.append(try Self.insert(callback, into: connection))
-                }
-                return receipts
-            }
-        }
-        checkpointIfLarge()
-        return (receipts, writeAheadLog)
     }
 
     // MARK: - Indexing the journal
@@ -173,8 +70,9 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     /// The indexer's write: `records` (ids assigned by the journal, ascending) and the position
     /// after them, in ONE transaction, so that the position never runs ahead of the rows. A record
     /// whose id is already stored is skipped: replaying the journal from an older position (after
-    /// a crash lost an unsynced index commit) stores nothing twice. Repeats are linked here.
-    /// Not synced: durable with the next checkpoint (see `checkpointIndex`).
+    /// a crash lost an unsynced index commit) stores nothing twice. Repeats are linked here: each
+    /// receipt's `duplicateOf` is the first stored callback with the same dedup key, an earlier
+    /// record of `records` included. Not synced: durable with the next `checkpointIndex()`.
     func index(_ records: [JournalRecord], through position: JournalPosition) throws(CallbackStoreError) -> [CommitReceipt] {
         try reopenIfMoved()
         let receipts = try withConnection { connection throws(CallbackStoreError) in
@@ -219,7 +117,9 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     /// Copies the index's WAL into the database file and syncs it (SQLite syncs the WAL, then the
     /// file): once this returns true, everything indexed before it is durable without the journal.
     /// False when a reader kept part of the WAL from being copied (try again later). Any error is
-    /// fatal to the journal engine: a failed fsync is never retried as if nothing happened.
+    /// fatal to the journal engine: a failed fsync is never retried as if nothing happened. The
+    /// only checkpoint of a writable store: SQLite's automatic one, whose errors nobody would see,
+    /// is off (`Schema.writerPragmas`).
     func checkpointIndex() throws(CallbackStoreError) -> Bool {
         try withConnection { connection throws(CallbackStoreError) in
             try connection.withStatement("PRAGMA wal_checkpoint(PASSIVE)") { statement throws(CallbackStoreError) in
@@ -230,20 +130,11 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         }
     }
 
-    /// Syncs a log this store handed out; after a failure the store recovers before the next write.
-    private func sync(_ writeAheadLog: WriteAheadLog) throws(CallbackStoreError) {
-        do {
-            try writeAheadLog.sync()
-        } catch {
-            noteFailedSync()
-            throw error
-        }
-    }
-
-    /// Stores `callback` with the next rowid, or with `id` when the journal assigned one.
+    /// Stores `callback` with the id the journal assigned, linked to the first stored delivery
+    /// with its dedup key.
     private static func insert(
         _ callback: NewCallback,
-        id assigned: Int64? = nil,
+        id: Int64,
         into connection: SQLiteConnection
     ) throws(CallbackStoreError) -> CommitReceipt {
         let lookup = callback.requestID == nil ? SQL.firstWithDedupKeyWithoutRequestID : SQL.firstWithDedupKey
@@ -254,8 +145,7 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
             }
             return try statement.step() ? statement.int64(0) : nil
         }
-        let id = try connection.withStatement(assigned == nil ? SQL.insertCallback : SQL.insertCallbackWithID) {
-            statement throws(CallbackStoreError) in
+        try connection.withStatement(SQL.insertCallback) { statement throws(CallbackStoreError) in
             try statement.bind(1, callback.receivedAt)
             try statement.bind(2, callback.service)
             try statement.bind(3, callback.requestID)
@@ -266,9 +156,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
             try statement.bind(8, callback.dedupKey)
             try statement.bind(9, duplicateOf)
             try statement.bindText(10, bytes: callback.body)
-            if let assigned { try statement.bind(11, assigned) }
+            try statement.bind(11, id)
             _ = try statement.step()
-            return assigned ?? connection.lastInsertRowID
         }
         for device in callback.deviceIDs {
             try connection.withStatement(SQL.insertDevice) { statement throws(CallbackStoreError) in
@@ -280,14 +169,17 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         return CommitReceipt(id: id, duplicateOf: duplicateOf)
     }
 
+    // MARK: - Maintenance
+
     /// Deletes callbacks received before `cutoff` (UTC milliseconds) and returns how many.
     ///
-    /// Works in transactions of `purgeChunkSize` rows so a concurrent writer waits at most one chunk.
+    /// Works in transactions of `purgeChunkSize` rows so that indexing waits at most one chunk.
     /// A kept repeat whose first delivery is purged is relinked to the oldest kept delivery with its
-    /// key (which becomes the first), so `duplicateOf` always names a stored row.
+    /// key (which becomes the first), so `duplicateOf` always names a stored row. Not synced, like
+    /// `index`: durable with the next `checkpointIndex()` (the journal cannot replay a purge, but
+    /// a purge lost in a crash only leaves rows the next hourly purge deletes).
     public func purge(olderThan cutoff: Int64) throws(CallbackStoreError) -> Int {
         var purged = 0
-        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
         try reopenIfMoved()
         while true {
             let deleted = try withConnection { connection throws(CallbackStoreError) in
@@ -308,41 +200,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
                     return connection.changes
                 }
             }
-            checkpointIfLarge()
-            guard deleted > 0 else {
-                // Durable like any commit of this store (its connection does not sync at commit).
-                if purged > 0 { try sync(try openWriteAheadLog()) }
-                return purged
-            }
+            guard deleted > 0 else { return purged }
             purged += deleted
-        }
-    }
-
-    /// Writes one page through a real, synced commit (the schema version, rewritten unchanged):
-    /// after a failure, proves the disk takes writes again even when no callback arrives to prove it.
-    func probeWrite() throws(CallbackStoreError) {
-        try recoverFromFailedSync()  // first: a moved file gets a whole WAL
-        try reopenIfMoved()
-        let writeAheadLog = try openWriteAheadLog()
-        try withConnection { connection throws(CallbackStoreError) in
-            try connection.transaction(.immediate) { () throws(CallbackStoreError) in
-                try connection.execute("PRAGMA user_version = \(Schema.version)")
-            }
-        }
-        try sync(writeAheadLog)
-    }
-
-    /// Whether this connection can take the write lock of a writable file (for readiness checks).
-    /// Does not write, so it cannot tell a full disk; `GroupCommitWriter.isFailing` does.
-    public func checkWritable() -> Bool {
-        guard !isReadOnly, let connection = try? openConnection(), !connection.isReadOnlyFile else {
-            return false
-        }
-        do {
-            try connection.transaction(.immediate) {}
-            return true
-        } catch {
-            return false
         }
     }
 
@@ -453,8 +312,9 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
 
     // MARK: - Connection
 
-    /// Runs `body` on the connection; drops a connection that may be broken so the next call reopens it.
-    /// One call at a time: a reader is shared by tasks (`CallbackReader` is Sendable), a connection is not.
+    /// Runs `body` on the connection, one call at a time: a reader is shared by tasks
+    /// (`CallbackReader` is Sendable), a connection is not. After an error that may have broken
+    /// the connection a reader reopens on the next call and a writer breaks (see the type).
     private func withConnection<Result>(
         _ body: (SQLiteConnection) throws(CallbackStoreError) -> Result
     ) throws(CallbackStoreError) -> Result {
@@ -464,9 +324,15 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         do {
             return try body(connection)
         } catch {
-            // A moved file keeps its connection: `reopenIfMoved` must first empty its WAL into it.
-            if error.requiresReopen, !connection.hasMoved {
-                dropConnection()
+            if error.requiresReopen {
+                if isReadOnly {
+                    dropConnection()
+                } else if !connection.hasMoved {
+                    // A moved file keeps its connection: `reopenIfMoved` must first empty its WAL into it.
+                    broken = error
+                    connection.closeWithoutCheckpoint()
+                    self.connection = nil
+                }
             }
             throw error
         }
@@ -475,6 +341,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
     /// Writes must reach the file at `path`: if it was moved or deleted (say, rotated by an operator),
     /// finish the old file and open, or create, the one at `path`.
     private func reopenIfMoved() throws(CallbackStoreError) {
+        oneAtATime.lock()
+        defer { oneAtATime.unlock() }
         guard let connection, connection.hasMoved else { return }
         if !isReopeningMovedFile {
             logger.warning(
@@ -485,8 +353,8 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         }
         // SQLite does not checkpoint a moved file on close, and its WAL keeps the old name, which the
         // file created at `path` would take for its own: copy what the WAL holds into the moved file
-        // and empty it first. Until that works nothing is written (503), rather than lose those
-        // callbacks or replay them into the new file.
+        // and empty it first. Until that works nothing is written (the journal holds the records,
+        // and the indexer tries again), rather than lose those rows or replay them into the new file.
         do throws(CallbackStoreError) {
             let busy = try connection.scalarInt64("PRAGMA wal_checkpoint(TRUNCATE)")
             guard busy == 0 else { throw .busy(message: "a reader holds the moved file's WAL") }
@@ -507,36 +375,11 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
 
     private func openConnection() throws(CallbackStoreError) -> SQLiteConnection {
         if isClosed { throw .closed }
+        if let broken { throw broken }
         if let connection { return connection }
-        let reopened = try Self.connect(path: path, readOnly: isReadOnly)
-        if !isReadOnly {
-            // `connect` has read in WAL mode, so SQLite has created the file.
-            guard let walPath = reopened.writeAheadLogPath else {
-                reopened.close()
-                throw .openFailed(path: path, message: "SQLite names no WAL file for it")
-            }
-            do {
-                writeAheadLog = try WriteAheadLog(path: walPath)
-                writeAheadLogCheck = try WriteAheadLog(path: walPath)
-            } catch {
-                reopened.close()
-                throw error
-            }
-            checkpointer?.resume(.reopening)
-        }
-        connection = reopened
-        return reopened
-    }
-
-    private func openWriteAheadLog() throws(CallbackStoreError) -> WriteAheadLog {
-        _ = try openConnection()
-        guard let writeAheadLog else { throw .readOnly(message: "the store was opened read-only") }
-        return writeAheadLog
-    }
-
-    /// Test hook: runs SQL on this store's connection (e.g. `PRAGMA max_page_count`).
-    func executeForTesting(_ sql: String) throws(CallbackStoreError) {
-        try openConnection().execute(sql)
+        let opened = try Self.connect(path: path, readOnly: isReadOnly)
+        connection = opened
+        return opened
     }
 
     private static func connect(path: String, readOnly: Bool) throws(CallbackStoreError) -> SQLiteConnection {
@@ -557,14 +400,10 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         guard journalMode == "wal" else {
             throw .openFailed(path: path, message: "cannot switch to WAL journal mode (still \(journalMode ?? "unknown"))")
         }
-        connection.recordWALFrames()  // see `checkpointIfLarge`
         switch state {
         case .empty: try Schema.create(connection)
         case .older: try Schema.migrate(connection)
-        case .current:
-            // A read in WAL mode creates the WAL file, also when the switch from rollback mode just
-            // happened (someone ran `PRAGMA journal_mode = DELETE` on the file).
-            _ = try connection.scalarInt64("PRAGMA user_version")
+        case .current: break
         }
         return connection
     }
@@ -595,13 +434,8 @@ private enum SQL {
         SELECT min(id) FROM callbacks WHERE request_id IS NULL AND dedup_key = ?1
         """
 
-    static let insertCallback = """
-        INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
-        remote_address, dedup_key, duplicate_of, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-        """
-
     /// ?11: the id the journal assigned.
-    static let insertCallbackWithID = """
+    static let insertCallback = """
         INSERT INTO callbacks (received_at, service, request_id, device_ids, status, callback_count, \
         remote_address, dedup_key, duplicate_of, body, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
         """

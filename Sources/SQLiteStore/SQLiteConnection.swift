@@ -23,8 +23,6 @@ final class SQLiteConnection {
     private let exclusive: ExclusiveUse
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
-    /// The WAL's size in frames after the last commit, once `recordWALFrames()` was called.
-    private let walFrameCount = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     /// `create`: a writable open may create the file.
     init(path: String, readOnly: Bool, create: Bool = true) throws(CallbackStoreError) {
@@ -40,13 +38,11 @@ final class SQLiteConnection {
             throw .openFailed(path: path, message: message)
         }
         handle = db
-        walFrameCount.initialize(to: 0)
         sqlite3_extended_result_codes(db, 1)
     }
 
     deinit {
         close()
-        walFrameCount.deallocate()
     }
 
     func close() {
@@ -60,14 +56,13 @@ final class SQLiteConnection {
         handle = nil
     }
 
-    /// From now on SQLite checkpoints nothing by itself after a commit; `walFrames` says how large
-    /// the WAL is, and the caller checkpoints (and sees the errors SQLite's own hook would ignore).
-    func recordWALFrames() {
-        guard let handle else { return }
-        csqlite_record_wal_frames(handle, walFrameCount)
+    /// Closes without the checkpoint SQLite runs when the last connection to a file closes: after
+    /// a failed write or sync the WAL in memory may hold frames the disk lacks, and nothing of it
+    /// may be copied into the database file. The next open recovers the WAL from what is on disk.
+    func closeWithoutCheckpoint() {
+        if let handle { _ = csqlite_disable_checkpoint_on_close(handle) }
+        close()
     }
-
-    var walFrames: Int32 { walFrameCount.pointee }
 
     /// Sets the busy timeout (milliseconds) for lock waits.
     func setBusyTimeout(milliseconds: Int32) throws(CallbackStoreError) {
@@ -151,19 +146,6 @@ final class SQLiteConnection {
         sqlite3_exec(handle, "ROLLBACK", nil, nil, nil)
     }
 
-    var isReadOnlyFile: Bool {
-        guard let handle else { return true }
-        return sqlite3_db_readonly(handle, "main") != 0
-    }
-
-    /// The WAL file as SQLite names it: after the database file's real path, symbolic links resolved.
-    var writeAheadLogPath: String? {
-        guard let handle, let database = sqlite3_db_filename(handle, "main"), let wal = sqlite3_filename_wal(database),
-            wal.pointee != 0
-        else { return nil }
-        return String(cString: wal)
-    }
-
     /// Whether the database file was deleted or renamed since it was opened: writes would then go
     /// to a file nobody can find. (SQLite only notices this by itself in rollback-journal mode.)
     var hasMoved: Bool {
@@ -176,10 +158,6 @@ final class SQLiteConnection {
     /// Rows changed by the last INSERT, UPDATE or DELETE.
     var changes: Int {
         handle.map { Int(sqlite3_changes64($0)) } ?? 0
-    }
-
-    var lastInsertRowID: Int64 {
-        handle.map { sqlite3_last_insert_rowid($0) } ?? 0
     }
 
     // MARK: - Internals
@@ -336,7 +314,7 @@ struct SQLiteStatement {
 }
 
 extension CallbackStoreError {
-    /// Whether the connection may be broken, so it should be reopened before the next attempt.
+    /// Whether the connection may be broken: a reader reopens before the next attempt, a writer stops.
     var requiresReopen: Bool {
         switch self {
         case .ioError, .readOnly, .corrupt, .openFailed: true

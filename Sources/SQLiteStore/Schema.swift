@@ -70,20 +70,18 @@ enum Schema {
         PRAGMA cache_size = -2000;
         """
 
-    /// Settings of a writing connection. NORMAL: SQLite does not fsync the WAL at commit; the store
-    /// does, through `WriteAheadLog.sync()`, before anything is acknowledged (checkpoints still sync
-    /// the WAL before copying it and the database after). The WAL is truncated to 64 MiB after
-    /// checkpoints, so a large purge does not leave a huge file behind. `Checkpointer` copies the
-    /// WAL as it grows; the writer's own checkpoint, once it holds `checkpointFrames`, restarts it.
+    /// Settings of the writing connection (the journal engine's indexer). NORMAL: SQLite does not
+    /// fsync the WAL at commit, since the journal holds every record until the index is durable;
+    /// `SQLiteCallbackStore.checkpointIndex()` syncs the WAL, copies it and syncs the database
+    /// file. SQLite's automatic checkpoint is off: its errors (a failed fsync among them) would
+    /// go unseen. The WAL is truncated to 64 MiB after checkpoints, so a large purge does not
+    /// leave a huge file behind.
     static let writerPragmas = """
         PRAGMA journal_mode = WAL;
         PRAGMA synchronous = NORMAL;
+        PRAGMA wal_autocheckpoint = 0;
         PRAGMA journal_size_limit = 67108864;
         """
-
-    /// WAL frames after which the writer checkpoints after its commit (SQLite's automatic
-    /// checkpoint, run by the store so that its errors are seen).
-    static let checkpointFrames: Int32 = 2000
 
     /// What an opened file holds.
     enum State: Equatable {

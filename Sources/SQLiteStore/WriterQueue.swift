@@ -1,11 +1,11 @@
 import CallbackStore
 
-/// The bounded queue in front of the writer thread and the writer's lifecycle, as a plain value.
-/// `WriterMailbox` guards it with a lock; every transition is a method here.
+/// The bounded queue in front of the journal's writer thread and the writer's lifecycle, as a
+/// plain value. `JournalStore`'s engine guards it with a lock; every transition is a method here.
 ///
 ///     running ──close()──▶ draining ──queue empty──▶ stopped
 ///        submissions accepted   refused; the writer     the writer thread
-///        while below capacity   commits what is queued  has exited
+///        while below capacity   appends what is queued  has exited
 struct WriterQueue {
     enum Phase: Equatable {
         case running
@@ -15,7 +15,7 @@ struct WriterQueue {
 
     struct Submission {
         var callback: NewCallback
-        var completion: GroupCommitWriter.Completion
+        var completion: CallbackIntake.Completion
     }
 
     /// What the writer thread does next.
@@ -47,7 +47,7 @@ struct WriterQueue {
         return true
     }
 
-    /// Takes EVERY waiting submission at once: they become one transaction.
+    /// Takes EVERY waiting submission at once: they become one journal write and one fdatasync.
     mutating func next() -> Next {
         if !pending.isEmpty {
             let batch = pending

@@ -9,8 +9,8 @@ import Vocabulary
 
 /// Every backend, through the store API only.
 enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    /// `sqlite`: the group-commit writer on SQLite; `journal`: the journal with SQLite as its index.
-    case memory, sqlite, journal
+    /// `journal`: the journal engine with SQLite as its index, read through its reader.
+    case memory, journal
     var testDescription: String { rawValue }
 }
 
@@ -27,11 +27,6 @@ final class StoreUnderTest: Sendable {
         case .memory:
             let store = InMemoryCallbackStore()
             (intake, reader, maintenance) = (store, store, store)
-        case .sqlite:
-            let path = directory.file("contract.sqlite")
-            let writer = GroupCommitWriter(store: try SQLiteCallbackStore(path: path), logger: LogCapture().logger())
-            // The reader is another connection, read-only, as the CLI opens it.
-            (intake, reader, maintenance) = (writer, try SQLiteCallbackStore(path: path, readOnly: true), writer)
         case .journal:
             // Small segments, so that tests cross segment boundaries.
             let store = try JournalStore(

@@ -1,19 +1,22 @@
 import CallbackStore
 import Foundation
 import Logging
-import SQLiteStore
+import Synchronization
 import TestSupport
 import Testing
+
+@testable import SQLiteStore
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-@Suite("GroupCommitWriter under a file size limit")
+@Suite("JournalStore under a file size limit")
 struct FileSizeLimitTests {
     /// What `prlimit --fsize` does to the service: with SIGXFSZ ignored, writes past the limit fail
-    /// with EFBIG. Run in a child process, since the limit applies to the whole process.
-    @Test("RLIMIT_FSIZE lowered: the batch fails and nothing of it is stored; raised: the writer recovers")
+    /// with EFBIG, which the journal takes for a full disk. Run in a child process, since the limit
+    /// applies to the whole process.
+    @Test("RLIMIT_FSIZE lowered: appends fail as a full disk (503), nothing stops; raised: the store recovers by itself")
     func fileSizeLimitFailsThenRecovers() async {
         // The child reports a failed step on stderr; a crash fails the exit-status expectation.
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
@@ -30,58 +33,52 @@ enum FileSizeLimitScenario {
         signal(SIGXFSZ, SIG_IGN)
         let directory = try TemporaryDirectory()
         defer { withExtendedLifetime(directory) {} }
+        let path = directory.databasePath
         let quiet = Logger(label: "child") { _ in SwiftLogNoOpLogHandler() }
-        let probe = WriterProbe()
-        let writer = probe.writer(store: try SQLiteCallbackStore(path: directory.databasePath), logger: quiet)
+        let fatal = Mutex<[String]>([])
+        let store = try JournalStore(
+            databasePath: path, segmentSize: 64 << 10, io: .system, logger: quiet,
+            onFatal: { error in fatal.withLock { $0.append("\(error)") } })
         let log = CompletionLog()
+        check(store.submit(makeCallback(requestID: "before", dedupKey: "before"), completion: log.completion), "submit before")
+        check(log.wait(for: 1), "first commit")
+        check(eventually(within: .seconds(20)) { store.indexLag.records == 0 }, "indexed")
+        // Everything indexed copied into the database file and the WAL emptied, so that nothing
+        // of SQLite's needs to grow while the limit is low (the journal holds what it lacks).
+        check(try sqliteValue(path, "PRAGMA wal_checkpoint(TRUNCATE)") == "0", "checkpoint")
+
         var original = rlimit()
         check(getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &original) == 0, "getrlimit")
-        check(writer.submit(makeCallback(requestID: "before", dedupKey: "before"), completion: log.completion), "submit before")
-        check(log.wait(for: 1), "first commit")
-
-        // Hold the writer before its next commit, then lower the limit below every file's size.
-        probe.holdNextBatches(1)
-        check(writer.submit(makeCallback(requestID: "lost0", dedupKey: "lost0"), completion: log.completion), "submit lost0")
-        check(probe.waitForHold(1), "held")
         var lowered = original
-        lowered.rlim_cur = 1_024
+        lowered.rlim_cur = 1  // below the end of every file, the journal segment's included
         check(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &lowered) == 0, "setrlimit lower")
-        for index in 1...2 {
+        for index in 0..<3 {
             check(
-                writer.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)"), completion: log.completion), "submit lost")
+                store.submit(makeCallback(requestID: "lost\(index)", dedupKey: "lost\(index)"), completion: log.completion), "submit lost")
+            check(log.wait(for: 2 + index), "refusal \(index)")
         }
-        probe.holdNextBatches(1)
-        probe.resume()
-        check(probe.waitForHold(2), "first failed commit")
-        check(probe.failedBatchSizes == [1], "a failed batch of 1, got \(probe.failedBatchSizes)")
-        probe.holdNextBatches(1)
-        check(writer.submit(makeCallback(requestID: "after", dedupKey: "after"), completion: log.completion), "submit after")
-        probe.resume()
-        check(probe.waitForHold(3), "second failed commit")
-        check(probe.failedBatchSizes == [1, 2], "failed batches of 1 and 2, got \(probe.failedBatchSizes)")
-        check(log.errors.count == 3, "3 failures, got \(log.all)")
+        check(log.errors.count == 3, "3 refusals, got \(log.all)")
         for error in log.errors {
-            switch error {
-            case .ioError(let message): check(message.contains("SQLITE_IOERR"), "the failed operation named: \(message)")
-            case .full: break
-            default: check(false, "an I/O or disk-full error, got \(error)")
-            }
+            guard case .full(let message) = error else { return check(false, "a disk-full error, got \(error)") }
+            check(message.contains("File too large"), "the cause named: \(message)")
         }
-        check(writer.isFailing, "isFailing during the episode")
+        check(store.isFailing, "isFailing while the limit is low")
 
-        // Raise it again: the next batch commits (after reopening the connection).
+        // Raised again: the idle writer finds room by itself, and the next callback is stored.
         check(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &original) == 0, "setrlimit raise")
-        probe.resume()
+        check(eventually(within: .seconds(20)) { !store.isFailing }, "recovered without traffic")
+        check(store.submit(makeCallback(requestID: "after", dedupKey: "after"), completion: log.completion), "submit after")
         check(log.wait(for: 5), "all completions")
-        check(log.receipts.count == 2, "2 commits, got \(log.all)")
-        check(!writer.isFailing, "recovered")
-        writer.close()
+        check(log.receipts.map(\.id) == [1, 2], "the refused ones used no id, got \(log.all)")
+        check(fatal.withLock { $0 }.isEmpty, "no fatal error: \(fatal.withLock { $0 })")
+        store.close()
 
-        let reader = try SQLiteCallbackStore(path: directory.databasePath, readOnly: true)
-        defer { reader.close() }
-        let stored = try reader.query(CallbackFilter(includeDuplicates: true)).compactMap(\.requestID)
+        // What a restart recovers: the two callbacks, nothing of the refused ones.
+        let reopened = try JournalStore(databasePath: path, segmentSize: 64 << 10, io: .system, logger: quiet, onFatal: { _ in })
+        let stored = try reopened.reader().query(CallbackFilter(includeDuplicates: true)).compactMap(\.requestID)
         check(Set(stored) == ["before", "after"], "stored \(stored)")
-        check(try sqliteValue(directory.databasePath, "PRAGMA integrity_check") == "ok", "integrity")
+        reopened.close()
+        check(try sqliteValue(path, "PRAGMA integrity_check") == "ok", "integrity")
     }
 
     static func check(_ condition: Bool, _ step: String) {

@@ -49,7 +49,7 @@ let testLogger = Logger(label: "CallbackStoreTests")
 final class CompletionLog: Sendable {
     private let results = Mutex<[Result<CommitReceipt, CallbackStoreError>]>([])
 
-    var completion: GroupCommitWriter.Completion {
+    var completion: CallbackIntake.Completion {
         { [self] result in results.withLock { $0.append(result) } }
     }
 
@@ -73,114 +73,13 @@ final class CompletionLog: Sendable {
     }
 }
 
-/// Records the writer's events; can hold the writer thread just before its next commits until
-/// released, so submissions pile up behind a "slow" commit.
-final class WriterProbe: Sendable {
-    private let events = Mutex<[GroupCommitWriter.Event]>([])
-    private let holdNext = Mutex<Int>(0)
-    private let holdsBegun = Mutex<Int>(0)
-    private let release = DispatchSemaphore(value: 0)
-
-    var observer: GroupCommitWriter.Observer {
-        { [self] event in events.withLock { $0.append(event) } }
+extension SQLiteCallbackStore {
+    /// Stores the batch in one transaction, as the journal's indexer would, with the next ids
+    /// (a quick synchronous way to put rows in). Each receipt's `duplicateOf` is the first stored
+    /// callback with the same dedup key, an earlier one of this batch included.
+    func insert(_ batch: [NewCallback]) throws(CallbackStoreError) -> [CommitReceipt] {
+        let first = try lastID() + 1
+        let records = batch.enumerated().map { JournalRecord(id: first + Int64($0.offset), callback: $0.element) }
+        return try index(records, through: JournalPosition(segmentFirstID: first, offset: 0, nextID: first + Int64(batch.count)))
     }
-
-    /// Runs on the writer thread before each commit.
-    var beforeCommit: @Sendable () -> Void {
-        { [self] in
-            let hold = holdNext.withLock { count in
-                guard count > 0 else { return false }
-                count -= 1
-                return true
-            }
-            if hold {
-                holdsBegun.withLock { $0 += 1 }
-                _ = release.wait(timeout: .now() + 30)
-            }
-        }
-    }
-
-    /// A writer on `store` that this probe observes and can hold; `sync` makes each batch durable.
-    func writer(
-        store: SQLiteCallbackStore,
-        capacity: Int = 4096,
-        maxQueuedBytes: Int = 4 << 20,
-        logger: Logger = testLogger,
-        sync: @escaping GroupCommitWriter.Sync = { writeAheadLog throws(CallbackStoreError) in try writeAheadLog.sync() }
-    ) -> GroupCommitWriter {
-        GroupCommitWriter(
-            store: store, capacity: capacity, maxQueuedBytes: maxQueuedBytes, logger: logger, observer: observer,
-            beforeCommit: beforeCommit, sync: sync)
-    }
-
-    /// The next `count` commits wait, each until `resume()`.
-    func holdNextBatches(_ count: Int = 1) {
-        holdNext.withLock { $0 += count }
-    }
-
-    /// Waits (bounded) until the writer thread is held for the `number`th time (counting from 1).
-    func waitForHold(_ number: Int) -> Bool {
-        eventually(within: .seconds(20)) { holdsBegun.withLock { $0 } >= number }
-    }
-
-    func resume() {
-        release.signal()
-    }
-
-    var all: [GroupCommitWriter.Event] { events.withLock { $0 } }
-
-    var committedBatchSizes: [Int] {
-        all.compactMap {
-            if case .committed(let size, _) = $0 { return size }
-            return nil
-        }
-    }
-
-    var failedBatchSizes: [Int] {
-        all.compactMap {
-            if case .failed(let size, _, _) = $0 { return size }
-            return nil
-        }
-    }
-}
-
-/// Stands in for the WAL fsync: can hold the next syncs until released, and fail them, as a slow
-/// or failing disk would; otherwise really syncs.
-final class SyncGate: Sendable {
-    private struct State {
-        var toHold = 0
-        var toFail = 0
-        var held = 0
-        var calls = 0
-    }
-
-    private let state = Mutex(State())
-    private let released = DispatchSemaphore(value: 0)
-
-    var sync: GroupCommitWriter.Sync {
-        { [self] writeAheadLog throws(CallbackStoreError) in
-            let (hold, fail) = state.withLock { state in
-                state.calls += 1
-                let hold = state.toHold > 0
-                let fail = state.toFail > 0
-                if hold {
-                    state.toHold -= 1
-                    state.held += 1
-                }
-                if fail { state.toFail -= 1 }
-                return (hold, fail)
-            }
-            if hold { _ = released.wait(timeout: .now() + 30) }
-            if fail { throw .ioError(message: "fdatasync of \(writeAheadLog.path): Input/output error") }
-            try writeAheadLog.sync()
-        }
-    }
-
-    func holdNext() { state.withLock { $0.toHold += 1 } }
-    func failNext(_ count: Int) { state.withLock { $0.toFail += count } }
-    func release() { released.signal() }
-    var calls: Int { state.withLock { $0.calls } }
-
-    /// Waits (bounded) until a sync is being held.
-    func waitForHeld() -> Bool { eventually(within: .seconds(20)) { state.withLock { $0.held } > 0 } }
 }

@@ -32,8 +32,7 @@ enum {
     CSQLITE_READONLY_RECOVERY = SQLITE_READONLY_RECOVERY,
     CSQLITE_CANTOPEN_ISDIR = SQLITE_CANTOPEN_ISDIR,
 };
-// Replaces SQLite's automatic checkpoint hook with one that only records the WAL's size in frames
-// after each commit, in *frames (which must outlive the connection's use), so the caller runs the
-// checkpoint itself and sees its errors: SQLite's own automatic checkpoint ignores them.
-void csqlite_record_wal_frames(sqlite3 *db, int *frames);
+// sqlite3_db_config is variadic, which Swift cannot call: the connection will not checkpoint
+// the WAL into the database file when it closes (SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE).
+int csqlite_disable_checkpoint_on_close(sqlite3 *db);
 #endif

@@ -11,8 +11,8 @@ import Vocabulary
 /// Receives ThingSpace callbacks: routes `POST {pathPrefix}/{Service}`,
 /// checks source, method, route, media type, JSON and credentials (in that
 /// order; README.md "What the listener accepts"), redacts
-/// the password, and hands the message to the group-commit writer. It answers
-/// 200 only once the writer reports the commit.
+/// the password, and hands the message to the store's intake. It answers
+/// 200 only once the intake reports it durable (the journal's fdatasync).
 public final class CallbackHandler: HTTPRequestHandler {
     private let pathPrefix: String
     private let policy: Mutex<IntakePolicy>

@@ -22,7 +22,8 @@ final class StartedValue<Value: Sendable>: Sendable {
     }
 }
 
-/// Opens the store and runs its group-commit writer; nothing is acknowledged without it.
+/// Opens the store (the journal engine: its writer, sync and indexer threads); nothing is
+/// acknowledged without it.
 /// What a backend gives the service once open: the one writer, which takes
 /// callbacks and does maintenance, and how far its index trails (nil: it does not).
 struct OpenedStore: Sendable {
