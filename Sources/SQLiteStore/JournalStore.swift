@@ -183,13 +183,19 @@ final class Engine: @unchecked Sendable {
 
     private func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
         stopped.enter()
-        let thread = Thread { [stopped] in
+        let thread = Thread { [stopped, self] in
             nameCurrentThread(name)
+            self.ownThreads.withLock { $0.append(UInt(pthread_self())) }
             body()
             stopped.leave()
         }
         thread.start()
     }
+
+    /// The engine's three threads: `close()` called on one of them (from a completion or the
+    /// observer) must not wait for itself.
+    private let ownThreads = Mutex<[UInt]>([])
+    private var isOnOwnThread: Bool { ownThreads.withLock { $0.contains(UInt(pthread_self())) } }
 
     // MARK: Recovery
 
@@ -257,17 +263,18 @@ final class Engine: @unchecked Sendable {
     }
 
     /// Drains: what was accepted is appended, synced and answered, then indexed and checkpointed.
+    /// The indexer closes the index when it has indexed the last group. Called on one of the
+    /// engine's own threads, this only asks them to stop.
     func close() {
-        guard !closing.exchange(true, ordering: .acquiringAndReleasing) else {
-            stopped.wait()
-            return
+        let first = !closing.exchange(true, ordering: .acquiringAndReleasing)
+        if first {
+            intakeCondition.lock()
+            queue.requestStop()
+            intakeCondition.broadcast()
+            intakeCondition.unlock()
         }
-        intakeCondition.lock()
-        queue.requestStop()
-        intakeCondition.broadcast()
-        intakeCondition.unlock()
+        guard !isOnOwnThread else { return }
         stopped.wait()
-        index.close()
     }
 
     func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
@@ -497,6 +504,7 @@ final class Engine: @unchecked Sendable {
             }
             if finished { break }
         }
+        index.close()
     }
 
     // MARK: Failure
