@@ -105,7 +105,8 @@ private final class RecordingPart: ListenerPart {
 }
 
 /// Signals arrive as one sequence; SIGHUPs never run reloads at the same time.
-/// This traps SIGHUP in the test process (only SIGHUP is ever raised here).
+/// This traps SIGHUP in the test process (only SIGHUP is ever raised here). The waits are long:
+/// end-to-end tests running beside it block threads of the concurrency pool on a loaded machine.
 @Suite(.serialized) struct ProcessSignalsTests {
     @Test func reloadsRunOneAtATimeAndOnlyOnceServing() async throws {
         let signals = await ProcessSignals()
@@ -137,13 +138,13 @@ private final class RecordingPart: ListenerPart {
         try await Task.sleep(for: .milliseconds(200))
         #expect(state.withLock { $0.count } == 0)
         serving.succeed()
-        #expect(await eventuallyAsync { state.withLock { $0.count } == 1 })
+        #expect(await eventuallyAsync(within: .seconds(60)) { state.withLock { $0.count } == 1 })
         // A burst during a reload: still one at a time.
         for _ in 0..<5 {
             kill(getpid(), SIGHUP)
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(await eventuallyAsync { state.withLock { $0.count >= 2 && $0.running == 0 } })
+        #expect(await eventuallyAsync(within: .seconds(60)) { state.withLock { $0.count >= 2 && $0.running == 0 } })
         try await Task.sleep(for: .milliseconds(400))
         let final = state.withLock { $0 }
         #expect(final.most == 1)
