@@ -46,9 +46,11 @@ run: release
 
 test: deps-test check-units lint
 	$(SWIFT) build --build-tests
-	@# The log's tail repeats every failure, so a truncated CI log still names them.
+	@# The log's tail repeats every failure, so a truncated CI log still names them. Suites run one
+	@# after another: the load and fault trials would otherwise starve timing-bounded tests beside them
+	@# on a 2-core machine (about 2 minutes in all).
 	@set -o pipefail; THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
-		$(SWIFT) test --skip-build 2>&1 | tee .build/test.log || { \
+		$(SWIFT) test --skip-build --no-parallel 2>&1 | tee .build/test.log || { \
 		echo "== Failures:"; grep -aE '✘|error:|fatal' .build/test.log | tail -60; exit 1; }
 
 # The style of .swift-format, checked (never rewritten) by `make test`; `make format` applies it.
