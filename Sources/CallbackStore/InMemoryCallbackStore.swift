@@ -13,10 +13,10 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
         var nextID: Int64 = 1
         var closed = false
         var statistics = IntakeStatistics()
-        var waiters: [(after: Int64, wake: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = Mutex(State())
+    private let arrivals = ArrivalWaiters()
     private let heartbeat = Atomic<UInt64>(0)
     /// Completions run here, never on the submitter's thread, as with a real writer.
     private let completions = DispatchQueue(label: "InMemoryCallbackStore.completions")
@@ -26,8 +26,8 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
     // MARK: Intake
 
     public func submit(_ callback: NewCallback, completion: @escaping Completion) -> Bool {
-        let (receipt, waiters) = state.withLock { state -> (CommitReceipt?, [CheckedContinuation<Void, Never>]) in
-            guard !state.closed else { return (nil, []) }
+        let receipt = state.withLock { state -> CommitReceipt? in
+            guard !state.closed else { return nil }
             let id = state.nextID
             state.nextID += 1
             let original = state.firstOfKey[callback.dedupKey]
@@ -35,13 +35,11 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
             state.rows.append(StoredCallback(id: id, duplicateOf: original, callback: callback))
             state.statistics.committedBatches += 1
             state.statistics.committedCallbacks += 1
-            let woken = state.waiters.filter { $0.after < id }.map(\.wake)
-            state.waiters.removeAll { $0.after < id }
-            return (CommitReceipt(id: id, duplicateOf: original), woken)
+            return CommitReceipt(id: id, duplicateOf: original)
         }
         guard let receipt else { return false }
         heartbeat.add(1, ordering: .relaxed)
-        for waiter in waiters { waiter.resume() }
+        arrivals.stored(upTo: receipt.id)
         completions.async { completion(.success(receipt)) }
         return true
     }
@@ -102,30 +100,7 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
     }
 
     public func waitForCallbacks(after id: Int64, timeout: Duration) async throws(CallbackStoreError) -> Bool {
-        if try lastID() > id { return true }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
-                    let stored = self.state.withLock { state -> Bool in
-                        if (state.rows.last?.id ?? 0) > id { return true }
-                        state.waiters.append((id, wake))
-                        return false
-                    }
-                    if stored { wake.resume() }
-                }
-            }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-            // The timer ended first: release the waiter that nobody will wake now.
-            let stranded = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
-                let mine = state.waiters.filter { $0.after == id }.map(\.wake)
-                state.waiters.removeAll { $0.after == id }
-                return mine
-            }
-            for waiter in stranded { waiter.resume() }
-        }
-        return try lastID() > id
+        await arrivals.wait(after: id, timeout: timeout)
     }
 
     // MARK: Maintenance

@@ -544,68 +544,41 @@ final class Engine: @unchecked Sendable {
 /// What the indexer has made queryable, for readers in this process and the lag metric.
 final class IndexProgress: Sendable {
     private struct State {
-        var indexed: Int64 = 0
         var acknowledged: Int64 = 0
         /// Groups acknowledged and not yet indexed: their last id and when they were answered.
         var unindexed: [(lastID: Int64, at: ContinuousClock.Instant)] = []
-        var waiters: [(after: Int64, wake: CheckedContinuation<Void, Never>)] = []
     }
     private let state = Mutex(State())
+    private let arrivals = ArrivalWaiters()
 
-    var indexedID: Int64 { state.withLock { $0.indexed } }
+    var indexedID: Int64 { arrivals.latest }
 
     func acknowledged(upTo id: Int64) {
+        let indexed = arrivals.latest
         state.withLock { state in
             guard id > state.acknowledged else { return }
             state.acknowledged = id
-            if id > state.indexed { state.unindexed.append((id, .now)) }
+            if id > indexed { state.unindexed.append((id, .now)) }
         }
     }
 
     func indexed(upTo id: Int64) {
-        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.indexed = max(state.indexed, id)
-            state.unindexed.removeAll { $0.lastID <= state.indexed }
-            let woken = state.waiters.filter { $0.after < state.indexed }.map(\.wake)
-            state.waiters.removeAll { $0.after < state.indexed }
-            return woken
-        }
-        for waiter in woken { waiter.resume() }
+        state.withLock { state in state.unindexed.removeAll { $0.lastID <= id } }
+        arrivals.stored(upTo: id)
     }
 
     var lag: (records: Int64, milliseconds: Int64) {
-        state.withLock { state in
-            (state.acknowledged - state.indexed, state.unindexed.first.map { (ContinuousClock.now - $0.at).inMilliseconds } ?? 0)
+        let indexed = arrivals.latest
+        return state.withLock { state in
+            (
+                max(0, state.acknowledged - indexed),
+                state.unindexed.first.map { (ContinuousClock.now - $0.at).inMilliseconds } ?? 0
+            )
         }
     }
 
     /// Waits until an id above `id` is indexed (true) or `timeout` passes (false).
-    func wait(after id: Int64, timeout: Duration) async -> Bool {
-        if indexedID > id { return true }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
-                    let ready = self.state.withLock { state -> Bool in
-                        if state.indexed > id { return true }
-                        state.waiters.append((id, wake))
-                        return false
-                    }
-                    if ready { wake.resume() }
-                }
-            }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-            // If the timer won, nobody will wake this waiter: release it.
-            let stranded = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
-                let mine = state.waiters.filter { $0.after == id }.map(\.wake)
-                state.waiters.removeAll { $0.after == id }
-                return mine
-            }
-            for waiter in stranded { waiter.resume() }
-        }
-        return indexedID > id
-    }
+    func wait(after id: Int64, timeout: Duration) async -> Bool { await arrivals.wait(after: id, timeout: timeout) }
 }
 
 /// SQLite's view of the index, woken by the indexer instead of polling.
