@@ -554,11 +554,10 @@ final class IndexProgress: Sendable {
     var indexedID: Int64 { arrivals.latest }
 
     func acknowledged(upTo id: Int64) {
-        let indexed = arrivals.latest
         state.withLock { state in
             guard id > state.acknowledged else { return }
             state.acknowledged = id
-            if id > indexed { state.unindexed.append((id, .now)) }
+            state.unindexed.append((id, .now))
         }
     }
 
@@ -572,7 +571,8 @@ final class IndexProgress: Sendable {
         return state.withLock { state in
             (
                 max(0, state.acknowledged - indexed),
-                state.unindexed.first.map { (ContinuousClock.now - $0.at).inMilliseconds } ?? 0
+                // An entry the indexer passed just now may not be removed yet: skip it.
+                state.unindexed.first { $0.lastID > indexed }.map { (ContinuousClock.now - $0.at).inMilliseconds } ?? 0
             )
         }
     }

@@ -74,33 +74,7 @@ enum FaultFS {
 func runCommand(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) throws
     -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     env.merge(environment) { $1 }
-    process.environment = env
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let collected = Mutex<(Data, Data)>((Data(), Data()))
-    let drained = DispatchGroup()
-    DispatchQueue.global().async(group: drained) {
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        collected.withLock { $0.0 = data }
-    }
-    DispatchQueue.global().async(group: drained) {
-        let data = errors.fileHandleForReading.readDataToEndOfFile()
-        collected.withLock { $0.1 = data }
-    }
-    let deadline = ContinuousClock.now + timeout
-    while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
-    let timedOut = process.isRunning
-    if timedOut { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
-    _ = drained.wait(timeout: .now() + 10)
-    let (out, err) = collected.withLock { ($0.0, $0.1) }
-    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self), timedOut)
+    return try runProcess(URL(fileURLWithPath: "/usr/bin/env"), arguments, environment: env, timeout: timeout)
 }

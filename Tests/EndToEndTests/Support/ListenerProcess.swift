@@ -155,18 +155,26 @@ final class ListenerProcess: @unchecked Sendable {
 func runListenerCommand(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) throws
     -> (status: Int32, stdout: String, stderr: String)
 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: listenerBinary)
-    process.arguments = arguments
     var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("THINGSPACE_LISTENER_") }
     env.merge(environment) { $1 }
-    process.environment = env
+    let result = try runProcess(URL(fileURLWithPath: listenerBinary), arguments, environment: env, timeout: timeout)
+    return (result.status, result.stdout, result.stderr)
+}
+
+/// Runs `executable` to completion with exactly `environment`, killing it after `timeout`; both
+/// pipes are drained on their own threads, so neither can fill and block the child.
+func runProcess(_ executable: URL, _ arguments: [String], environment: [String: String], timeout: Duration) throws
+    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
+{
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.environment = environment
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output
     process.standardError = errors
     try process.run()
-    // Drain both pipes to their end on their own threads, so neither can fill and block the child.
     let collected = Mutex<(Data, Data)>((Data(), Data()))
     let drained = DispatchGroup()
     DispatchQueue.global().async(group: drained) {
@@ -179,11 +187,12 @@ func runListenerCommand(_ arguments: [String], environment: [String: String] = [
     }
     let deadline = ContinuousClock.now + timeout
     while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    let timedOut = process.isRunning
+    if timedOut { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
     _ = drained.wait(timeout: .now() + 10)
     let (out, err) = collected.withLock { ($0.0, $0.1) }
-    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self), timedOut)
 }
 
 /// TCP ports process `pid` listens on: its socket descriptors
