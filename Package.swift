@@ -4,7 +4,7 @@ import PackageDescription
 // Module layout and dependency direction: see README.md ("Architecture").
 // HTTP1, JSON and Vocabulary depend on nothing; HTTPServer on HTTP1; HTTPClient on libcurl;
 // CallbackStore stands alone (beside JSON and Vocabulary); ThingSpace on HTTPClient;
-// ListenerApp wires everything; the executable only parses arguments.
+// Delivery on the store API, HTTPServer and HTTPClient; ListenerApp wires everything; the executable only parses arguments.
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System-library shims: headers plus wrappers for the C APIs Swift
@@ -70,10 +71,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Getting callbacks to the user's systems: destinations (Standard Webhooks signing, the retry
+        // schedule, dead letters) and the consumer API (cursor, long poll, Server-Sent Events).
+        .target(
+            name: "Delivery",
+            dependencies: [
+                "CallbackStore", "HTTP1", "HTTPServer", "HTTPClient", "JSON", "Vocabulary",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "ThingSpace", "ThingSpaceSandbox", "JSON",
+                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "Delivery", "ThingSpace", "ThingSpaceSandbox", "JSON",
                 "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -87,7 +99,8 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "SQLiteStore", "HTTPClient", "ThingSpace", "ThingSpaceSandbox", "JSON", "Vocabulary",
+                "ListenerApp", "CallbackStore", "SQLiteStore", "Delivery", "HTTPClient", "HTTPServer", "HTTP1", "ThingSpace",
+                "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -146,6 +159,14 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "DeliveryTests",
+            dependencies: [
+                "Delivery", "CallbackStore", "SQLiteStore", "HTTPServer", "HTTP1", "HTTPClient", "JSON", "Vocabulary", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "JSONTests", dependencies: ["JSON"], swiftSettings: strict),

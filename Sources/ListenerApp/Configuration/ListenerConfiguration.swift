@@ -1,3 +1,4 @@
+import Delivery
 import Foundation
 import Logging
 import ThingSpace
@@ -80,12 +81,28 @@ public struct ListenerConfiguration: Sendable {
         public var port = 9090
     }
 
+    /// Where stored callbacks are pushed (`delivery.destinations`).
+    public struct Delivery: Sendable {
+        public var destinations: [Destination] = []
+    }
+
+    /// The consumer API (`api.*`): pull callbacks by cursor, long poll, or stream them.
+    public struct API: Sendable {
+        public var enabled = false
+        public var host = "127.0.0.1"
+        public var port = 9091
+        /// Bearer tokens; the API refuses to start without one.
+        public var tokens: [Secret] = []
+    }
+
     public var http = HTTP()
     public var storage = Storage()
     public var callbacks = Callbacks()
     public var thingspace = ThingSpace()
     public var logging = Logging()
     public var admin = Admin()
+    public var delivery = Delivery()
+    public var api = API()
 
     public init() {}
 
