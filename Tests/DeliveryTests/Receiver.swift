@@ -1,0 +1,76 @@
+import Dispatch
+import Foundation
+import HTTP1
+import HTTPServer
+import Logging
+import Synchronization
+import TestSupport
+
+/// A destination written for the test: a real HTTP server on loopback that records every request
+/// and answers as `answer` says (status, headers, or never: the request hangs until the server stops).
+final class Receiver: Sendable {
+    struct Received: Sendable {
+        var id: String
+        var timestamp: String
+        var signature: String
+        var userAgent: String
+        var contentType: String
+        var body: [UInt8]
+        var callbackID: Int64 { Int64(id) ?? -1 }
+    }
+
+    enum Answer: Sendable {
+        case status(Int, headers: [(String, String)] = [])
+        case hang
+    }
+
+    private let server: HTTPServer
+    private let received = Collector<Received>()
+    let port: Int
+
+    init(_ answer: @escaping @Sendable (Received, _ attempt: Int) -> Answer = { _, _ in .status(204) }) throws {
+        var configuration = HTTPServerConfiguration()
+        configuration.port = 0
+        configuration.ioQueueCount = 2
+        configuration.idleTimeout = .seconds(60)
+        let received = self.received
+        server = HTTPServer(
+            configuration: configuration,
+            handler: HTTPClosureHandler { request, _, responder in
+                let headers = request.head.headers
+                let message = Received(
+                    id: headers["webhook-id"] ?? "", timestamp: headers["webhook-timestamp"] ?? "",
+                    signature: headers["webhook-signature"] ?? "", userAgent: headers["User-Agent"] ?? "",
+                    contentType: headers["Content-Type"] ?? "", body: request.body)
+                let attempt = received.appendAndCount(message) { $0.id == message.id }
+                switch answer(message, attempt) {
+                case .status(let code, let extra):
+                    responder.respond(
+                        HTTPResponse(status: HTTPStatus(code: code, reason: "Test"), headers: HTTPHeaders(extra), body: []))
+                case .hang:
+                    break
+                }
+            }, logger: Logger(label: "receiver") { _ in SwiftLogNoOpLogHandler() })
+        try server.start()
+        port = server.localPort ?? -1
+    }
+
+    deinit {
+        let done = DispatchSemaphore(value: 0)
+        server.shutdown(gracePeriod: .zero) { done.signal() }
+        done.wait()
+    }
+
+    var url: String { "http://127.0.0.1:\(port)/hooks" }
+    var all: [Received] { received.values }
+    /// Callback ids in the order they arrived.
+    var ids: [Int64] { all.map(\.callbackID) }
+}
+
+extension Collector where Value == Receiver.Received {
+    /// Appends, then counts the values (the new one included) that `matching` accepts.
+    fileprivate func appendAndCount(_ value: Value, matching: (Value) -> Bool) -> Int {
+        append(value)
+        return values.count(where: matching)
+    }
+}
