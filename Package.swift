@@ -141,7 +141,7 @@ let package = Package(
         // a socket that never answers, running work on threads at once.
         .target(
             name: "TestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -158,7 +158,9 @@ let package = Package(
         // Start the real binary; it is built before the tests run (see Makefile).
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", "Delivery", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -4,31 +4,32 @@ import HTTP1
 import HTTPServer
 import Logging
 import Synchronization
-import TestSupport
 
 /// A destination written for the test: a real HTTP server on loopback that records every request
 /// and answers as `answer` says (status, headers, or never: the request hangs until the server stops).
-final class Receiver: Sendable {
-    struct Received: Sendable {
-        var id: String
-        var timestamp: String
-        var signature: String
-        var userAgent: String
-        var contentType: String
-        var body: [UInt8]
-        var callbackID: Int64 { Int64(id) ?? -1 }
+public final class WebhookReceiver: Sendable {
+    public struct Received: Sendable {
+        public var id: String
+        public var timestamp: String
+        public var signature: String
+        public var userAgent: String
+        public var contentType: String
+        public var body: [UInt8]
+        public var arrivedAt: ContinuousClock.Instant
+        public var callbackID: Int64 { Int64(id) ?? -1 }
+        public var bodyText: String { String(decoding: body, as: UTF8.self) }
     }
 
-    enum Answer: Sendable {
+    public enum Answer: Sendable {
         case status(Int, headers: [(String, String)] = [])
         case hang
     }
 
     private let server: HTTPServer
     private let received = Collector<Received>()
-    let port: Int
+    public let port: Int
 
-    init(_ answer: @escaping @Sendable (Received, _ attempt: Int) -> Answer = { _, _ in .status(204) }) throws {
+    public init(_ answer: @escaping @Sendable (Received, _ attempt: Int) -> Answer = { _, _ in .status(204) }) throws {
         var configuration = HTTPServerConfiguration()
         configuration.port = 0
         configuration.ioQueueCount = 2
@@ -41,7 +42,7 @@ final class Receiver: Sendable {
                 let message = Received(
                     id: headers["webhook-id"] ?? "", timestamp: headers["webhook-timestamp"] ?? "",
                     signature: headers["webhook-signature"] ?? "", userAgent: headers["User-Agent"] ?? "",
-                    contentType: headers["Content-Type"] ?? "", body: request.body)
+                    contentType: headers["Content-Type"] ?? "", body: request.body, arrivedAt: .now)
                 let attempt = received.appendAndCount(message) { $0.id == message.id }
                 switch answer(message, attempt) {
                 case .status(let code, let extra):
@@ -61,13 +62,13 @@ final class Receiver: Sendable {
         done.wait()
     }
 
-    var url: String { "http://127.0.0.1:\(port)/hooks" }
-    var all: [Received] { received.values }
+    public var url: String { "http://127.0.0.1:\(port)/hooks" }
+    public var all: [Received] { received.values }
     /// Callback ids in the order they arrived.
-    var ids: [Int64] { all.map(\.callbackID) }
+    public var ids: [Int64] { all.map(\.callbackID) }
 }
 
-extension Collector where Value == Receiver.Received {
+extension Collector where Value == WebhookReceiver.Received {
     /// Appends, then counts the values (the new one included) that `matching` accepts.
     fileprivate func appendAndCount(_ value: Value, matching: (Value) -> Bool) -> Int {
         append(value)
