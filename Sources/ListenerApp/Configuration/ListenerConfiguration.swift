@@ -242,6 +242,8 @@ extension ListenerConfiguration {
         if let v = try s.bool("admin.enabled") { admin.enabled = v }
         if let v = try s.string("admin.host") { admin.host = try Self.host(v, key: "admin.host") }
         if let v = try s.int("admin.port") { admin.port = try Self.port(v, key: "admin.port") }
+
+        delivery.destinations = try Self.destinations(from: s)
     }
 
     static func isServiceName(_ name: String) -> Bool {
