@@ -136,6 +136,24 @@ import Testing
         }
     }
 
+    /// The repository's example files load: the demo as it is, production with its secrets in credentials files.
+    @Test func theExampleFilesLoad() async throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../config").standardized
+        let demo = try ListenerConfiguration(
+            source: try await ConfigurationSource.load(
+                configPath: directory.appendingPathComponent("thingspace-listener.json").path, environment: [:]))
+        #expect(demo.thingspace.sandbox)
+        let secrets = try TemporaryDirectory()
+        for name in ["callbacks-password", "thingspace-clientSecret", "thingspace-password"] { try secrets.write(name, "s3cret\n") }
+        try secrets.write("api-tokens", "token-1\n")
+        let production = try ListenerConfiguration(
+            source: try await ConfigurationSource.load(
+                configPath: directory.appendingPathComponent("production.json").path, environment: ["CREDENTIALS_DIRECTORY": secrets.path]))
+        #expect(production.thingspace.registrationEnabled)
+        #expect(production.delivery.destinations.isEmpty)
+        #expect(!production.api.enabled && production.api.port == 9091 && production.api.tokens.map(\.value) == ["token-1"])
+    }
+
     @Test func namesOfEnvironmentVariablesAndCredentialsFilesFollowTheProviders() async throws {
         #expect(ConfigurationSource.environmentName(for: "delivery.secrets.v2Hook") == "THINGSPACE_LISTENER_DELIVERY_SECRETS_V2HOOK")
         #expect(

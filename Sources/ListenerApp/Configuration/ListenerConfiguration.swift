@@ -244,6 +244,7 @@ extension ListenerConfiguration {
         if let v = try s.int("admin.port") { admin.port = try Self.port(v, key: "admin.port") }
 
         delivery.destinations = try Self.destinations(from: s)
+        api = try Self.api(from: s, http: http, admin: admin)
     }
 
     static func isServiceName(_ name: String) -> Bool {
