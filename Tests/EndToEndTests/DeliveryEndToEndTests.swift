@@ -19,20 +19,20 @@ func destinationJSON(_ name: String, _ receiver: WebhookReceiver, _ extra: Strin
 func postCallbacks(port: Int, count: Int, connections: Int = 1, prefix: String, device: @escaping @Sendable (Int) -> String? = { _ in nil })
     -> [String]
 {
-    let acknowledged = Mutex<[String]>([])
     let perConnection = (count + connections - 1) / connections
-    DispatchQueue.concurrentPerform(iterations: connections) { connection in
-        guard let client = try? TestClient(port: port, timeoutSeconds: 10) else { return }
+    // A thread per connection: the requests of all connections are open at once.
+    return onThreads(connections) { connection -> [String] in
+        guard let client = try? TestClient(port: port, timeoutSeconds: 10) else { return [] }
+        var acknowledged: [String] = []
         for index in (connection * perConnection)..<min(count, (connection + 1) * perConnection) {
             let id = "\(prefix)-\(index)"
             var body = String(decoding: callbackBody(requestID: id), as: UTF8.self)
             if let device = device(index) { body = body.replacingOccurrences(of: "990013907835573", with: device) }
-            if (try? client.post("/callbacks/CarrierService", json: Array(body.utf8)))?.status == 200 {
-                acknowledged.withLock { $0.append(id) }
-            }
+            guard let response = try? client.post("/callbacks/CarrierService", json: Array(body.utf8)) else { break }
+            if response.status == 200 { acknowledged.append(id) }
         }
-    }
-    return acknowledged.withLock { $0 }
+        return acknowledged
+    }.flatMap { $0 }
 }
 
 /// The `data` object of a received webhook, parsed.
@@ -59,7 +59,9 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
             #expect(message.signature == expected)
             #expect(!message.bodyText.contains("listener-pass"), "the callback password is redacted")
         }
-        let list = try runListenerCommand(["deliveries", "list", "--database", listener.databasePath, "--state", "delivered", "--limit", "1000"])
+        let list = try runListenerCommand([
+            "deliveries", "list", "--database", listener.databasePath, "--state", "delivered", "--limit", "1000",
+        ])
         #expect(list.status == 0)
         #expect(list.stdout.split(separator: "\n").count == 401, "a header and 400 rows")
         let metrics = try TestClient(port: listener.adminPort, timeoutSeconds: 5).get("/metrics").bodyText
@@ -105,8 +107,10 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
         #expect(timedOut.stdout.contains("delivered"))
 
         try waitUntil("dead: dead-lettered after 2 attempts each") {
-            (try? runListenerCommand(["deliveries", "list", "--database", listener.databasePath, "--destination", "dead", "--state", "dead"]))?
-                .stdout.split(separator: "\n").count == 4
+            (try? runListenerCommand([
+                "deliveries", "list", "--database", listener.databasePath, "--destination", "dead", "--state", "dead",
+            ]))?
+            .stdout.split(separator: "\n").count == 4
         }
         #expect(dead.all.count == 6)
         broken.set(false)
@@ -152,16 +156,22 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
         let firstRound = Set(receiver.ids)
 
         let since = ISO8601DateFormatter().string(from: start.addingTimeInterval(-1))
-        let replay = try runListenerCommand(["deliveries", "replay", "--config", listener.configPath, "--destination", "orders", "--since", since])
+        let replay = try runListenerCommand([
+            "deliveries", "replay", "--config", listener.configPath, "--destination", "orders", "--since", since,
+        ])
         #expect(replay.status == 0, "\(replay.stderr)")
         #expect(replay.stdout.contains("5 callbacks will be delivered again"))
         try waitUntil("the replay delivered") { receiver.all.count(where: { $0.callbackID > 0 }) >= 6 + 5 - 1 }
         let counts = Dictionary(grouping: receiver.ids.filter(firstRound.contains), by: { $0 }).mapValues(\.count)
         #expect(counts.values.allSatisfy { $0 >= 2 }, "each delivered again, with its id: \(counts)")
         let future = ISO8601DateFormatter().string(from: Date().addingTimeInterval(3600))
-        let none = try runListenerCommand(["deliveries", "replay", "--config", listener.configPath, "--destination", "orders", "--since", future])
+        let none = try runListenerCommand([
+            "deliveries", "replay", "--config", listener.configPath, "--destination", "orders", "--since", future,
+        ])
         #expect(none.stdout.contains("0 callbacks"))
-        let unknown = try runListenerCommand(["deliveries", "replay", "--config", listener.configPath, "--destination", "nope", "--since", since])
+        let unknown = try runListenerCommand([
+            "deliveries", "replay", "--config", listener.configPath, "--destination", "nope", "--since", since,
+        ])
         #expect(unknown.status != 0 && unknown.stderr.contains("no destination named nope"))
     }
 
@@ -176,7 +186,9 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
             return .status(200)
         }
         let listener = try ListenerFixture(
-            extraConfiguration: deliveryConfiguration([destinationJSON("orders", receiver, #""ordering": "device", "retrySchedule": [0.3]"#)]))
+            extraConfiguration: deliveryConfiguration([
+                destinationJSON("orders", receiver, #""ordering": "device", "retrySchedule": [0.3]"#)
+            ]))
         let acknowledged = postCallbacks(port: listener.port, count: 40, connections: 1, prefix: "ordered") { "35000000000000\($0 % 4)" }
         #expect(acknowledged.count == 40)
         try waitUntil("40 delivered") { Set(receiver.ids).count == 40 }
@@ -194,21 +206,38 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
         #expect(failedOnce.withLock { $0.count } == 4)
     }
 
+    /// Intake alone first; then a reload adds a hanging destination and a fast one: intake goes on,
+    /// and the fast one gets everything while the hanging one holds its `maxInFlight` attempts open.
     @Test func aHangingDestinationSlowsNeitherAnotherNorIntake() throws {
         let hanging = try WebhookReceiver { _, _ in .hang }
         let fast = try WebhookReceiver()
-        let listener = try ListenerFixture(
-            extraConfiguration: deliveryConfiguration([
-                destinationJSON("hanging", hanging, #""timeoutSeconds": 30"#), destinationJSON("fast", fast),
-            ]))
-        let started = ContinuousClock.now
+        let listener = try ListenerFixture()
+        var started = ContinuousClock.now
+        #expect(postCallbacks(port: listener.port, count: 1_000, connections: 8, prefix: "alone").count == 1_000)
+        let alone = ContinuousClock.now - started
+
+        let configuration = try String(contentsOfFile: listener.configPath, encoding: .utf8)
+        let destinations = deliveryConfiguration([
+            destinationJSON("hanging", hanging, #""timeoutSeconds": 30"#), destinationJSON("fast", fast),
+        ])
+        try String(configuration.dropLast(2) + destinations + "\n}\n").write(toFile: listener.configPath, atomically: true, encoding: .utf8)
+        listener.process.signal(SIGHUP)
+        try listener.process.waitForLog("delivering")
+
+        started = ContinuousClock.now
         let acknowledged = postCallbacks(port: listener.port, count: 1_000, connections: 8, prefix: "hang")
-        let intake = ContinuousClock.now - started
+        let beside = ContinuousClock.now - started
         #expect(acknowledged.count == 1_000)
         try waitUntil("the fast destination served", timeout: .seconds(20)) { Set(fast.ids).count == 1_000 }
-        let lag = ContinuousClock.now - started - intake
-        print("1,000 callbacks: intake \(intake), the fast destination done \(lag) after the last 200; hanging: \(hanging.all.count) open")
+        let lag = ContinuousClock.now - started - beside
+        print(
+            "1,000 callbacks from 8 connections: intake alone \(alone), beside the destinations \(beside); the fast one done \(lag) after the last 200"
+        )
+        #expect(
+            Set(fast.all.compactMap { webhookData($0)["requestId"] as? String }) == Set(acknowledged), "only what came after the reload")
         #expect(hanging.all.count == 16, "maxInFlight attempts open on the hanging one, no more")
+        listener.process.signal(SIGTERM)
+        #expect(listener.process.waitForExit() == 0)
     }
 
     /// kill -9 while delivering, 5 rounds: every acknowledged callback is delivered at least once, and a
@@ -223,11 +252,11 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
             let done = DispatchSemaphore(value: 0)
             let roundAcknowledged = Mutex<[String]>([])
             DispatchQueue.global().async {
-                roundAcknowledged.withLock { $0 = postCallbacks(port: port, count: 600, connections: 4, prefix: "kill-\(round)") }
+                roundAcknowledged.withLock { $0 = postCallbacks(port: port, count: 2_000, connections: 4, prefix: "kill-\(round)") }
                 done.signal()
             }
             try waitUntil("deliveries under way in round \(round)", timeout: .seconds(20)) {
-                receiver.all.contains { (webhookData($0)["requestId"] as? String)?.hasPrefix("kill-\(round)-") == true }
+                receiver.all.count { (webhookData($0)["requestId"] as? String)?.hasPrefix("kill-\(round)-") == true } >= 100
             }
             listener.process.signal(SIGKILL)
             listener.process.waitForExit()
