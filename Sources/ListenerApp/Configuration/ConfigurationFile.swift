@@ -52,7 +52,7 @@ struct ConfigurationFile {
         case duplicateKey(String)
     }
 
-    /// An empty file's: no values.
+    /// No file: no values.
     init() {}
 
     /// Parses `bytes` (a UTF-8 byte order mark is allowed) into values under dotted keys.

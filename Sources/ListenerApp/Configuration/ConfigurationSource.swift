@@ -38,7 +38,8 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
 /// The layered configuration sources, highest priority first: environment
 /// variables (`THINGSPACE_LISTENER_` + the key in upper snake case), files in
 /// the credentials directory (systemd's `$CREDENTIALS_DIRECTORY`; file name =
-/// the key with dots as dashes, e.g. `callbacks-password`), then the JSON file.
+/// the key with dots as dashes, e.g. `callbacks-password`), then the JSON file
+/// (read by `ConfigurationFile`; `delivery.destinations` is kept aside as a tree).
 /// Defaults live with the settings that use them.
 public struct ConfigurationSource: Sendable {
     /// The environment-variable prefix, as a config key (encodes to `THINGSPACE_LISTENER_`).
