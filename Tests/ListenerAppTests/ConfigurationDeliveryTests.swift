@@ -174,6 +174,12 @@ import Testing
                 + "previousSecret, includeDuplicates, timeoutSeconds, maxInFlight, ordering, retrySchedule, maxAgeHours)")
     }
 
+    /// `"destination"` for `"destinations"` would otherwise deliver nothing, silently.
+    @Test func aTypoInTheDeliverySectionNamesTheKey() async throws {
+        let text = try #require(await ConfigurationLoading.errorText(#"{"delivery": {"destination": []}}"#))
+        #expect(text == "configuration key delivery.destination: unknown here (known: destinations, secrets, previousSecrets)")
+    }
+
     @Test func secretsComeFromTheCredentialsDirectory() async throws {
         let json = Self.file(#"[{"name": "orders-v2", "url": "https://x.example/"}, \#(Self.minimal(name: "audit"))]"#)
         let configuration = try await ConfigurationLoading.load(

@@ -50,7 +50,12 @@ struct ConfigurationFile {
         case syntax(offset: Int, expected: String)
         /// An object has this member twice; the key path of the second one.
         case duplicateKey(String)
+        /// A member of `delivery` that no setting has (a typo there would silently deliver nothing).
+        case unknownKey(String, known: [String])
     }
+
+    /// The members `delivery` may have.
+    static let deliveryKeys = ["destinations", "secrets", "previousSecrets"]
 
     /// No file: no values.
     init() {}
@@ -67,6 +72,9 @@ struct ConfigurationFile {
             guard member.name == "delivery", case .object(let delivery) = member.value else {
                 rest.append(member)
                 continue
+            }
+            if let unknown = delivery.first(where: { !Self.deliveryKeys.contains($0.name) }) {
+                throw .unknownKey("delivery." + unknown.name, known: Self.deliveryKeys)
             }
             destinations = delivery.first { $0.name == "destinations" }?.value
             rest.append((member.name, .object(delivery.filter { $0.name != "destinations" })))

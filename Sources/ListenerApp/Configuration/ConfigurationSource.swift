@@ -91,6 +91,8 @@ public struct ConfigurationSource: Sendable {
                     throw .invalidJSON(path: configPath, line: line, column: column, expected: expected)
                 case .duplicateKey(let key):
                     throw .duplicateKey(key: key)
+                case .unknownKey(let key, let known):
+                    throw .unknownKey(key: key, known: known)
                 }
             }
             providers.append(InMemoryProvider(name: configPath, values: file.values))

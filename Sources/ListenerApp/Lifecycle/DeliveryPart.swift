@@ -6,10 +6,13 @@ import Delivery
 import Logging
 import SQLiteStore
 import Synchronization
+import Vocabulary
 
 final class DeliveryPart: ListenerPart {
     let name = "delivery"
     private let storagePath: String
+    private let retentionDays: Int
+    private let purgeTask = Mutex<Task<Void, Never>?>(nil)
     private let store: StorePart
     private let metrics: DeliveryMetrics
     private let logger: Logger
@@ -25,6 +28,7 @@ final class DeliveryPart: ListenerPart {
         onFatal: @escaping @Sendable (CallbackStoreError) -> Void
     ) {
         storagePath = configuration.storage.path
+        retentionDays = configuration.storage.retentionDays
         initial = configuration.delivery.destinations
         self.store = store
         self.metrics = metrics
@@ -60,6 +64,7 @@ final class DeliveryPart: ListenerPart {
     var statuses: [DestinationStatus] { engine.current?.statuses ?? [] }
 
     func stop() async {
+        purgeTask.withLock { $0?.cancel() }
         await changes.run { [self] in
             await engine.current?.stop()
             ledger.current?.close()
@@ -81,7 +86,27 @@ final class DeliveryPart: ListenerPart {
             ledger: ledger, reader: reader, logger: logger, observer: { metrics.observe($0) }, onFatal: onFatal)
         self.ledger.set(ledger)
         self.engine.set(engine)
+        startPurging(ledger)
         return engine
+    }
+
+    /// With `storage.retentionDays`, the records of callbacks retention deleted go too (hourly).
+    private func startPurging(_ ledger: SQLiteDeliveryLedger) {
+        guard retentionDays > 0 else { return }
+        let (days, logger) = (retentionDays, logger)
+        let task = Task.detached {
+            while !Task.isCancelled {
+                let cutoff = Timekeeping.wallClockMilliseconds() - Int64(days) * 86_400_000
+                do {
+                    let removed = try ledger.purge(receivedBefore: cutoff)
+                    if removed > 0 { logger.info("retention: removed old delivery records", metadata: ["retention.removed": "\(removed)"]) }
+                } catch {
+                    logger.warning("retention of delivery records failed; will retry in an hour: \(error)")
+                }
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
+        purgeTask.withLock { $0 = task }
     }
 }
 
