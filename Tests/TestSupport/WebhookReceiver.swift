@@ -22,6 +22,8 @@ public final class WebhookReceiver: Sendable {
 
     public enum Answer: Sendable {
         case status(Int, headers: [(String, String)] = [])
+        /// 200 after this long: a slow receiver, behind which a backlog builds.
+        case slow(Duration)
         case hang
     }
 
@@ -48,6 +50,10 @@ public final class WebhookReceiver: Sendable {
                 case .status(let code, let extra):
                     responder.respond(
                         HTTPResponse(status: HTTPStatus(code: code, reason: "Test"), headers: HTTPHeaders(extra), body: []))
+                case .slow(let delay):
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(delay / .milliseconds(1)))) {
+                        responder.respond(HTTPResponse(status: .ok))
+                    }
                 case .hang:
                     break
                 }
