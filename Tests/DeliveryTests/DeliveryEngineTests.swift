@@ -60,7 +60,9 @@ final class DeliveryFixture: Sendable {
     }
 }
 
-func destination(_ receiver: WebhookReceiver, name: String = "orders", _ configure: (inout Destination) -> Void = { _ in }) -> Destination {
+func destination(_ receiver: RecordingDestination, name: String = "orders", _ configure: (inout Destination) -> Void = { _ in })
+    -> Destination
+{
     var destination = Destination(name: name, url: receiver.url, secret: testSecret)
     destination.timeout = .seconds(2)
     configure(&destination)
@@ -83,7 +85,7 @@ final class Flag: Sendable {
 @Suite struct DeliveryEngineTests {
     @Test func everyCallbackIsDeliveredOnceSignedAndShapedAsTheContractSays() async throws {
         let fixture = try DeliveryFixture()
-        let receiver = try WebhookReceiver()
+        let receiver = try RecordingDestination()
         let engine = fixture.engine()
         try engine.start([destination(receiver)])
         let ids = try await fixture.store(300)
@@ -110,7 +112,7 @@ final class Flag: Sendable {
     @Test func aNewDestinationStartsAtTheNewestCallbackAndOnlyMatchingOnesGo() async throws {
         let fixture = try DeliveryFixture()
         try await fixture.store(5)
-        let receiver = try WebhookReceiver()
+        let receiver = try RecordingDestination()
         let engine = fixture.engine()
         try engine.start([destination(receiver) { $0.services = ["DeviceUsage"] }])
         let usage = try await fixture.store(3, service: "DeviceUsage")
@@ -123,8 +125,8 @@ final class Flag: Sendable {
 
     @Test func repeatsGoOnlyToDestinationsThatAskForThem() async throws {
         let fixture = try DeliveryFixture()
-        let plain = try WebhookReceiver()
-        let all = try WebhookReceiver()
+        let plain = try RecordingDestination()
+        let all = try RecordingDestination()
         let engine = fixture.engine()
         try engine.start([destination(plain), destination(all, name: "audit") { $0.includeDuplicates = true }])
         let callback = NewCallback(
@@ -142,7 +144,7 @@ final class Flag: Sendable {
 
     @Test func aFailingReceiverGetsTheSameWebhookIDUntilItAnswers200() async throws {
         let fixture = try DeliveryFixture()
-        let receiver = try WebhookReceiver { _, attempt in attempt <= 2 ? .status(500) : .status(200) }
+        let receiver = try RecordingDestination { _, attempt in attempt <= 2 ? .status(500) : .status(200) }
         let engine = fixture.engine()
         try engine.start([destination(receiver) { $0.retrySchedule = [.milliseconds(50), .milliseconds(50), .seconds(3600)] }])
         let ids = try await fixture.store(3)
@@ -156,7 +158,9 @@ final class Flag: Sendable {
 
     @Test func retryAfterIsHonouredAndPausesTheDestination() async throws {
         let fixture = try DeliveryFixture()
-        let receiver = try WebhookReceiver { _, attempt in attempt == 1 ? .status(503, headers: [("Retry-After", "120")]) : .status(200) }
+        let receiver = try RecordingDestination { _, attempt in
+            attempt == 1 ? .status(503, headers: [("Retry-After", "120")]) : .status(200)
+        }
         let engine = fixture.engine()
         try engine.start([destination(receiver) { $0.retrySchedule = [.milliseconds(10)] }])
         let ids = try await fixture.store(1)
@@ -174,7 +178,7 @@ final class Flag: Sendable {
     @Test func deadAfterTheLastAttemptThenRetriedByHand() async throws {
         let fixture = try DeliveryFixture()
         let failing = Flag(true)
-        let receiver = try WebhookReceiver { _, _ in failing.isSet ? .status(500) : .status(200) }
+        let receiver = try RecordingDestination { _, _ in failing.isSet ? .status(500) : .status(200) }
         let engine = fixture.engine()
         try engine.start([destination(receiver) { $0.retrySchedule = [.milliseconds(20)] }])
         let ids = try await fixture.store(2)
@@ -192,7 +196,7 @@ final class Flag: Sendable {
 
     @Test func pastTheMaximumAgeAFailureIsDeadAtOnce() async throws {
         let fixture = try DeliveryFixture()
-        let receiver = try WebhookReceiver { _, _ in .status(500) }
+        let receiver = try RecordingDestination { _, _ in .status(500) }
         let engine = fixture.engine()
         try engine.start([destination(receiver) { $0.maxAge = .seconds(1) }])
         try await fixture.store(1)
@@ -204,7 +208,7 @@ final class Flag: Sendable {
     @Test func goneDisablesTheDestinationUntilAReload() async throws {
         let fixture = try DeliveryFixture()
         let gone = Flag(true)
-        let receiver = try WebhookReceiver { _, _ in gone.isSet ? .status(410) : .status(200) }
+        let receiver = try RecordingDestination { _, _ in gone.isSet ? .status(410) : .status(200) }
         let engine = fixture.engine()
         let configured = [destination(receiver) { $0.maxInFlight = 1 }]
         try engine.start(configured)
@@ -225,7 +229,7 @@ final class Flag: Sendable {
         let fixture = try DeliveryFixture()
         // Device a's first callback fails twice; everything else succeeds at once.
         let firstOfA = Collector<String>()
-        let receiver = try WebhookReceiver { message, attempt in
+        let receiver = try RecordingDestination { message, attempt in
             let text = String(decoding: message.body, as: UTF8.self)
             if text.contains(#""id":"dev-a""#), firstOfA.values.first ?? message.id == message.id {
                 firstOfA.append(message.id)
@@ -258,8 +262,8 @@ final class Flag: Sendable {
 
     @Test func aHangingDestinationDoesNotHoldBackAnother() async throws {
         let fixture = try DeliveryFixture()
-        let hanging = try WebhookReceiver { _, _ in .hang }
-        let fast = try WebhookReceiver()
+        let hanging = try RecordingDestination { _, _ in .hang }
+        let fast = try RecordingDestination()
         let engine = fixture.engine()
         try engine.start([destination(hanging, name: "slow") { $0.timeout = .seconds(30) }, destination(fast)])
         let ids = try await fixture.store(200)
@@ -272,7 +276,7 @@ final class Flag: Sendable {
 
     @Test func afterAStopTheNextEngineDeliversWhatIsLeftWithTheSameIDs() async throws {
         let fixture = try DeliveryFixture()
-        let receiver = try WebhookReceiver()
+        let receiver = try RecordingDestination()
         let first = fixture.engine()
         try first.start([destination(receiver) { $0.maxInFlight = 2 }])
         let ids = try await fixture.store(500)

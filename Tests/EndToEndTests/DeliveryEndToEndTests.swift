@@ -11,7 +11,7 @@ func deliveryConfiguration(_ destinations: [String]) -> String {
     #", "delivery": {"destinations": [\#(destinations.joined(separator: ", "))]}"#
 }
 
-func destinationJSON(_ name: String, _ receiver: WebhookReceiver, _ extra: String = "") -> String {
+func destinationJSON(_ name: String, _ receiver: RecordingDestination, _ extra: String = "") -> String {
     #"{"name": "\#(name)", "url": "\#(receiver.url)", "secret": "\#(deliverySecret)"\#(extra.isEmpty ? "" : ", " + extra)}"#
 }
 
@@ -35,15 +35,40 @@ func postCallbacks(port: Int, count: Int, connections: Int = 1, prefix: String, 
     }.flatMap { $0 }
 }
 
+/// Whether the Standard Webhooks reference library (PyPI `standardwebhooks`, set up by `make test`)
+/// verifies a received message; nil when it is not set up and not required (plain `swift test`).
+func verifiedByReferenceLibrary(_ message: RecordingDestination.Received, secret: String) throws -> Bool? {
+    let environment = ProcessInfo.processInfo.environment
+    guard let python = environment["STANDARDWEBHOOKS_PYTHON"], !python.isEmpty else {
+        if environment["REQUIRE_STANDARDWEBHOOKS"] == "1" {
+            Issue.record("REQUIRE_STANDARDWEBHOOKS=1 but STANDARDWEBHOOKS_PYTHON is not set")
+        }
+        return nil
+    }
+    let directory = try TemporaryDirectory()
+    let bodyFile = directory.file("body")
+    try Data(message.body).write(to: URL(fileURLWithPath: bodyFile))
+    let script = repositoryRoot.appendingPathComponent("Tests/Tools/standardwebhooks_check.py").path
+    let result = try runProcess(
+        URL(fileURLWithPath: python),
+        [
+            script, "verify", "--id", message.id, "--timestamp", message.timestamp, "--signature", message.signature, "--body-file",
+            bodyFile,
+        ],
+        environment: ["STANDARDWEBHOOKS_SECRET": secret], timeout: .seconds(30))
+    if result.status == 3 { Issue.record("the reference library is not installed: \(result.stderr)") }
+    return result.status == 0
+}
+
 /// The `data` object of a received webhook, parsed.
-func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
+func webhookData(_ received: RecordingDestination.Received) -> [String: Any] {
     let object = (try? JSONSerialization.jsonObject(with: Data(received.body))) as? [String: Any]
     return object?["data"] as? [String: Any] ?? [:]
 }
 
 @Suite(.serialized) struct DeliveryEndToEndTests {
     @Test func everyCallbackIsDeliveredExactlyOnceSignedWhenAllGoesWell() throws {
-        let receiver = try WebhookReceiver()
+        let receiver = try RecordingDestination()
         let listener = try ListenerFixture(extraConfiguration: deliveryConfiguration([destinationJSON("orders", receiver)]))
         let acknowledged = postCallbacks(port: listener.port, count: 400, connections: 8, prefix: "happy")
         #expect(acknowledged.count == 400)
@@ -74,13 +99,14 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
 
     /// Each outcome the contract names, one destination each, in one service.
     @Test func failuresRetryAfterTimeoutsDeadLettersAndGoneBehaveAsTheContractSays() throws {
-        let flaky = try WebhookReceiver { _, attempt in attempt <= 2 ? .status(500) : .status(200) }
-        let throttled = try WebhookReceiver { _, attempt in attempt == 1 ? .status(503, headers: [("Retry-After", "2")]) : .status(200) }
-        let slow = try WebhookReceiver { _, attempt in attempt == 1 ? .hang : .status(200) }
+        let flaky = try RecordingDestination { _, attempt in attempt <= 2 ? .status(500) : .status(200) }
+        let throttled = try RecordingDestination { _, attempt in attempt == 1 ? .status(503, headers: [("Retry-After", "2")]) : .status(200)
+        }
+        let slow = try RecordingDestination { _, attempt in attempt == 1 ? .hang : .status(200) }
         let broken = Flag(true)
-        let dead = try WebhookReceiver { _, _ in broken.isSet ? .status(500) : .status(200) }
+        let dead = try RecordingDestination { _, _ in broken.isSet ? .status(500) : .status(200) }
         let gone = Flag(true)
-        let disabled = try WebhookReceiver { _, _ in gone.isSet ? .status(410) : .status(200) }
+        let disabled = try RecordingDestination { _, _ in gone.isSet ? .status(410) : .status(200) }
         let listener = try ListenerFixture(
             extraConfiguration: deliveryConfiguration([
                 destinationJSON("flaky", flaky, #""retrySchedule": [0.2, 0.2, 60]"#),
@@ -144,7 +170,7 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
 
     @Test func aReloadEnablesADisabledDestinationAndReplayResendsWithTheSameIDs() throws {
         let gone = Flag(true)
-        let receiver = try WebhookReceiver { _, _ in gone.isSet ? .status(410) : .status(200) }
+        let receiver = try RecordingDestination { _, _ in gone.isSet ? .status(410) : .status(200) }
         let listener = try ListenerFixture(extraConfiguration: deliveryConfiguration([destinationJSON("orders", receiver)]))
         let start = Date()
         #expect(postCallbacks(port: listener.port, count: 5, prefix: "replay").count == 5)
@@ -177,7 +203,7 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
 
     @Test func oneDevicesCallbacksArriveInOrderUnderFailures() throws {
         let failedOnce = Mutex<Set<String>>([])
-        let receiver = try WebhookReceiver { message, _ in
+        let receiver = try RecordingDestination { message, _ in
             // Every device's third callback fails once.
             let data = webhookData(message)
             let requestID = data["requestId"] as? String ?? ""
@@ -209,8 +235,8 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
     /// Intake alone first; then a reload adds a hanging destination and a fast one: intake goes on,
     /// and the fast one gets everything while the hanging one holds its `maxInFlight` attempts open.
     @Test func aHangingDestinationSlowsNeitherAnotherNorIntake() throws {
-        let hanging = try WebhookReceiver { _, _ in .hang }
-        let fast = try WebhookReceiver()
+        let hanging = try RecordingDestination { _, _ in .hang }
+        let fast = try RecordingDestination()
         let listener = try ListenerFixture()
         var started = ContinuousClock.now
         #expect(postCallbacks(port: listener.port, count: 1_000, connections: 8, prefix: "alone").count == 1_000)
@@ -244,7 +270,7 @@ func webhookData(_ received: WebhookReceiver.Received) -> [String: Any] {
     /// repeat always carries the callback's own webhook-id.
     @Test func killNineDuringDeliveryLosesNothing() throws {
         // Slow enough that a backlog waits in the ledger at each kill.
-        let receiver = try WebhookReceiver { _, _ in .slow(.milliseconds(10)) }
+        let receiver = try RecordingDestination { _, _ in .slow(.milliseconds(10)) }
         let listener = try ListenerFixture(
             extraConfiguration: deliveryConfiguration([destinationJSON("orders", receiver, #""maxInFlight": 4"#)]))
         var acknowledged = Set<String>()

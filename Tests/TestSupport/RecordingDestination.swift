@@ -7,7 +7,7 @@ import Synchronization
 
 /// A destination written for the test: a real HTTP server on loopback that records every request
 /// and answers as `answer` says (status, headers, or never: the request hangs until the server stops).
-public final class WebhookReceiver: Sendable {
+public final class RecordingDestination: Sendable {
     public struct Received: Sendable {
         public var id: String
         public var timestamp: String
@@ -74,7 +74,7 @@ public final class WebhookReceiver: Sendable {
     public var ids: [Int64] { all.map(\.callbackID) }
 }
 
-extension Collector where Value == WebhookReceiver.Received {
+extension Collector where Value == RecordingDestination.Received {
     /// Appends, then counts the values (the new one included) that `matching` accepts.
     fileprivate func appendAndCount(_ value: Value, matching: (Value) -> Bool) -> Int {
         append(value)
