@@ -61,9 +61,16 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 release: deps-run
 	$(SWIFT) build $(RELEASE_FLAGS)
 
+# The whole way: the sandbox (in the service) sends callbacks, the listener stores them and
+# delivers each, signed, to `receive-test` on port 9400 (config/thingspace-listener.json's "demo"
+# destination), which verifies and prints it. Ctrl-C stops both.
+DEMO_WEBHOOK_SECRET := whsec_ZGVtby1vbmx5LXNlY3JldC1mb3ItbWFrZS1ydW4=
 run: release
 	mkdir -p var
-	$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener serve --config $(CONFIG)
+	@bin=$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener; \
+	THINGSPACE_LISTENER_RECEIVE_SECRET=$(DEMO_WEBHOOK_SECRET) $$bin receive-test --port 9400 & receiver=$$!; \
+	trap 'kill $$receiver 2>/dev/null; wait $$receiver 2>/dev/null' EXIT; \
+	$$bin serve --config $(CONFIG)
 
 test: deps-test test-tools check-units lint
 	$(SWIFT) build --build-tests

@@ -21,10 +21,10 @@ public enum ListenerError: Error, CustomStringConvertible {
 }
 
 /// The `serve` composition. Started in this order, stopped in reverse:
-/// store writer → retention → admin server → callback server → watchdog →
-/// status reporter → sandbox (when configured) → registrar → readiness
-/// (READY=1) → delivery. At the stop: delivery ends its attempts, STOPPING=1,
-/// deregistration, the drain, then the store is flushed. Signals (one sequence: SIGTERM/SIGINT
+/// store writer → retention → delivery → admin server → callback server →
+/// watchdog → status reporter → sandbox (when configured) → registrar →
+/// readiness (READY=1). At the stop: STOPPING=1, deregistration, the drain,
+/// delivery ends its attempts in flight, then the store is flushed. Signals (one sequence: SIGTERM/SIGINT
 /// stop, SIGHUP reloads) are handled beside the parts when `signals` is given;
 /// in-process callers use `stop()` and `reload()` instead.
 public final class ListenerService: Sendable {
@@ -108,6 +108,9 @@ public final class ListenerService: Sendable {
 
         var parts: [any ListenerPart] = [store]
         if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
+        // Before the callback port opens: a new destination starts at the newest callback stored
+        // before it, so none that arrives afterwards can be missed.
+        parts.append(delivery)
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))
@@ -115,7 +118,6 @@ public final class ListenerService: Sendable {
         if let sandbox { parts.append(sandbox) }
         parts.append(registrar)
         parts.append(readiness)
-        parts.append(delivery)
 
         composition = ServiceComposition(parts: parts, companions: signals.map { [$0] } ?? [], logger: logger)
         reloader = LiveReload(
