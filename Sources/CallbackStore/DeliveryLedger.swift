@@ -116,8 +116,9 @@ public protocol DeliveryLedger: AnyObject, Sendable {
     /// The earliest `nextAttemptAt` of the destination's pending and retrying records.
     func nextAttemptAt(destination: String) throws(CallbackStoreError) -> Int64?
 
-    /// Writes the records' new state (outcomes of attempts), in one transaction.
-    func update(_ records: [DeliveryRecord]) throws(CallbackStoreError)
+    /// Writes the records' new state (outcomes of attempts) and, with `cursor`, moves that
+    /// destination's cursor forward to it (never back), in one transaction.
+    func update(_ records: [DeliveryRecord], cursor: (destination: String, through: Int64)?) throws(CallbackStoreError)
 
     func record(destination: String, callbackID: Int64) throws(CallbackStoreError) -> DeliveryRecord?
 
@@ -143,4 +144,8 @@ public protocol DeliveryLedger: AnyObject, Sendable {
     func purge(receivedBefore cutoff: Int64) throws(CallbackStoreError) -> Int
 
     func close()
+}
+
+extension DeliveryLedger {
+    public func update(_ records: [DeliveryRecord]) throws(CallbackStoreError) { try update(records, cursor: nil) }
 }

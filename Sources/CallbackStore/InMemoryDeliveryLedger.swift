@@ -64,9 +64,10 @@ public final class InMemoryDeliveryLedger: DeliveryLedger {
         }
     }
 
-    public func update(_ records: [DeliveryRecord]) throws(CallbackStoreError) {
+    public func update(_ records: [DeliveryRecord], cursor: (destination: String, through: Int64)?) throws(CallbackStoreError) {
         try withState { state in
             for record in records { state.records[record.destination, default: [:]][record.callbackID] = record }
+            if let cursor { state.cursors[cursor.destination] = max(state.cursors[cursor.destination] ?? cursor.through, cursor.through) }
         }
     }
 

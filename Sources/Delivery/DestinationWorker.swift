@@ -1,9 +1,15 @@
-// One destination's delivery loop, on a serial queue of its own: it feeds the ledger with the
-// callbacks stored since its cursor, takes what is due, keeps up to `maxInFlight` attempts open,
-// and writes each outcome back. A slow or hanging destination holds only its own queue and
-// transfer threads, so it never slows intake or another destination. The ledger is the truth:
-// what this keeps in memory (attempts in flight, outcomes not yet written, a small cache of
-// callbacks) is lost harmlessly at a crash, as repeats with the same webhook-id.
+// One destination's delivery loop, on a serial queue of its own: it reads the callbacks stored
+// after its cursor, keeps up to `maxInFlight` attempts open, and writes each outcome back. A slow
+// or hanging destination holds only its own queue and transfer threads, so it never slows intake
+// or another destination.
+//
+// The ledger is the truth; what this keeps in memory is lost harmlessly at a crash. A first
+// attempt needs no record beforehand: the callback is read from the store into a bounded window,
+// and the cursor stays before the first one whose outcome is not yet written, so after a crash
+// the window is read again. Only outcomes are written (a delivered record, or a retrying one that
+// the ledger then schedules), with the cursor, in one transaction per batch. With ordering by
+// device every callback gets a pending record first instead, so that the ledger can hold back a
+// device's later callbacks behind a failing one.
 import CallbackStore
 import Dispatch
 import HTTPClient
@@ -14,6 +20,8 @@ import Vocabulary
 final class DestinationWorker: @unchecked Sendable {
     /// Callbacks read per feed step, and records asked of the ledger per refill.
     static let pageSize = 512
+    /// First attempts read from the store and not yet written back, at most.
+    static let windowSize = 2048
     /// Outcomes are written together: at the latest this long after the first of them.
     static let flushDelay: DispatchTimeInterval = .milliseconds(5)
     /// How often an idle worker looks at the ledger anyway (changes made by the CLI, a re-enable).
@@ -35,8 +43,19 @@ final class DestinationWorker: @unchecked Sendable {
     private let headerTemplate: [(name: String, value: String)]
 
     // Confined to `queue`.
+    /// As last written: every matching callback up to it has a record.
     private var cursor: Int64 = 0
+    /// The highest id read from the store.
+    private var fedThrough: Int64 = 0
     private var lastStoredID: Int64 = 0
+    /// First attempts (no record yet) in id order, and the ids among them whose outcome is not
+    /// written yet; the cursor stays before the first of those.
+    private var window = FIFO<(id: Int64, receivedAt: Int64)>()
+    private var open: Set<Int64> = []
+    /// First attempts not yet made.
+    private var fresh = FIFO<StoredCallback>()
+    /// When the ledger may next have something due (nil: nothing waits there).
+    private var ledgerDueAt: Int64? = .min
     private var inFlight: Set<Int64> = []
     private var ready: [DeliveryRecord] = []
     private var unflushed: [Int64: DeliveryRecord] = [:]
@@ -90,6 +109,7 @@ final class DestinationWorker: @unchecked Sendable {
         let disabled = try ledger.disabled(destination: destination.name)
         queue.sync {
             cursor = known ?? last
+            fedThrough = cursor
             lastStoredID = last
             self.disabled = disabled
             publishStatus()
@@ -202,6 +222,8 @@ final class DestinationWorker: @unchecked Sendable {
     /// What may have changed outside: the newest stored id, a re-enable by the CLI.
     private func poll() throws(CallbackStoreError) {
         lastStoredID = max(lastStoredID, try reader.lastID())
+        // The CLI may have made something due (retry, replay).
+        ledgerDueAt = try ledger.nextAttemptAt(destination: destination.name)
         if disabled != nil, try ledger.disabled(destination: destination.name) == nil {
             disabled = nil
             logger.notice("destination enabled again")
@@ -209,53 +231,75 @@ final class DestinationWorker: @unchecked Sendable {
         }
     }
 
-    /// Gives the ledger a record for every matching callback after the cursor, a page at a time.
+    /// Reads the matching callbacks after what was read, a page at a time: into the window of
+    /// first attempts, or with ordering by device as pending records in the ledger.
     private func feed() throws(CallbackStoreError) {
         var pages = 0
-        while cursor < lastStoredID, pages < 4 {
+        while fedThrough < lastStoredID, open.count < Self.windowSize, pages < 4 {
             pages += 1
-            let page = try reader.callbacks(after: cursor, limit: Self.pageSize, includeDuplicates: true)
-            guard let end = page.last?.id else {
-                // Nothing visible yet beyond the cursor (the index trails): look again on the next tick.
-                return
-            }
-            var records: [DeliveryRecord] = []
-            for callback in page
-            where destination.accepts(service: callback.service) && (destination.includeDuplicates || !callback.isDuplicate) {
-                records.append(
+            let page = try reader.callbacks(after: fedThrough, limit: Self.pageSize, includeDuplicates: true)
+            // Nothing visible yet beyond it (the index trails): look again on the next tick.
+            guard let end = page.last?.id else { return }
+            let matching = page.filter { destination.accepts(service: $0.service) && (destination.includeDuplicates || !$0.isDuplicate) }
+            if destination.ordering == .device {
+                let records = matching.map { callback in
                     DeliveryRecord(
                         destination: destination.name, callbackID: callback.id, nextAttemptAt: callback.receivedAt,
-                        orderingKey: callback.deviceIDs.first.map { "\($0.kind):\($0.id)" }, receivedAt: callback.receivedAt))
-                if cache.count < Self.pageSize * 4 { cache[callback.id] = callback }
+                        orderingKey: Self.orderingKey(callback), receivedAt: callback.receivedAt)
+                }
+                try ledger.enqueue(destination: destination.name, records, through: end)
+                cursor = end
+                if !records.isEmpty { ledgerDueAt = .min }
+                for callback in matching where cache.count < Self.pageSize * 4 { cache[callback.id] = callback }
+            } else {
+                for callback in matching {
+                    fresh.append(callback)
+                    window.append((callback.id, callback.receivedAt))
+                    open.insert(callback.id)
+                }
             }
-            try ledger.enqueue(destination: destination.name, records, through: end)
-            cursor = end
+            fedThrough = end
             lastStoredID = max(lastStoredID, end)
         }
-        if cursor < lastStoredID { requestTick() }
+        if fedThrough < lastStoredID, open.count < Self.windowSize { requestTick() }
+        // Nothing of the destination's in what was read: the cursor may move on all the same.
+        if open.isEmpty, cursor < fedThrough { scheduleFlush() }
     }
+
+    static func orderingKey(_ callback: StoredCallback) -> String? { callback.deviceIDs.first.map { "\($0.kind):\($0.id)" } }
 
     private func launch(now: Int64) throws(CallbackStoreError) {
         while inFlight.count < destination.maxInFlight {
-            if ready.isEmpty {
+            if ready.isEmpty, let dueAt = ledgerDueAt, dueAt <= now {
                 // The ledger must know every outcome first, or a delivered record would come back as due.
                 try flush()
                 ready = try ledger.due(
                     destination: destination.name, now: now, limit: max(Self.pageSize / 4, destination.maxInFlight * 2),
                     excluding: inFlight, onePerOrderingKey: destination.ordering == .device
                 ).reversed()
-                if ready.isEmpty { return }
+                if ready.isEmpty {
+                    // What is due is in flight (its outcome will say), or nothing is due yet.
+                    ledgerDueAt = try ledger.nextAttemptAt(destination: destination.name).map { max($0, now + 50) }
+                }
             }
-            let record = ready.removeLast()
-            guard !inFlight.contains(record.callbackID), unflushed[record.callbackID] == nil else { continue }
-            try attempt(record, now: now)
+            if let record = ready.popLast() {
+                guard !inFlight.contains(record.callbackID), unflushed[record.callbackID] == nil else { continue }
+                var cached = cache.removeValue(forKey: record.callbackID)
+                if cached == nil { cached = try reader.callback(id: record.callbackID) }
+                try attempt(record, callback: cached)
+            } else if let callback = fresh.popFirst() {
+                let record = DeliveryRecord(
+                    destination: destination.name, callbackID: callback.id, nextAttemptAt: now, orderingKey: Self.orderingKey(callback),
+                    receivedAt: callback.receivedAt)
+                try attempt(record, callback: callback)
+            } else {
+                return
+            }
         }
     }
 
-    private func attempt(_ record: DeliveryRecord, now: Int64) throws(CallbackStoreError) {
-        var cached = cache.removeValue(forKey: record.callbackID)
-        if cached == nil { cached = try reader.callback(id: record.callbackID) }
-        guard let callback = cached else {
+    private func attempt(_ record: DeliveryRecord, callback: StoredCallback?) throws(CallbackStoreError) {
+        guard let callback else {
             // Retention deleted it before it could be delivered.
             var gone = record
             gone.state = .dead
@@ -267,18 +311,10 @@ final class DestinationWorker: @unchecked Sendable {
         }
         inFlight.insert(record.callbackID)
         let body = WebhookMessage.body(for: callback)
-        let timestamp = now / 1000
-        let headers = WebhookMessage.headers(id: callback.id, timestamp: timestamp, body: body, secrets: secrets) + headerTemplate
+        let headers = WebhookMessage.headers(id: callback.id, timestamp: clock() / 1000, body: body, secrets: secrets) + headerTemplate
         let request = CurlHTTPClient.Request(method: .post, url: destination.url, headers: headers, body: body)
-        let client = self.client
         let started = ContinuousClock.now
-        Task.detached {
-            let exchange: Result<CurlHTTPClient.Response, CurlTransportError>
-            do throws(CurlTransportError) {
-                exchange = .success(try await client.send(request))
-            } catch {
-                exchange = .failure(error)
-            }
+        client.send(request) { exchange in
             let elapsed = ContinuousClock.now - started
             self.queue.async { self.complete(record, exchange: exchange, elapsed: elapsed) }
         }
@@ -335,6 +371,26 @@ final class DestinationWorker: @unchecked Sendable {
     /// Keeps an outcome for the next write, which comes soon.
     private func keep(_ record: DeliveryRecord) {
         unflushed[record.callbackID] = record
+        scheduleFlush()
+    }
+
+    /// Writes the outcomes kept, and the cursor up to the first first attempt still open.
+    private func flush() throws(CallbackStoreError) {
+        guard !failed else { return }
+        let records = Array(unflushed.values)
+        for record in records { open.remove(record.callbackID) }
+        while let first = window.first, !open.contains(first.id) { _ = window.popFirst() }
+        let through = window.first.map { $0.id - 1 } ?? fedThrough
+        guard !records.isEmpty || through > cursor else { return }
+        try ledger.update(records, cursor: through > cursor ? (destination.name, through) : nil)
+        cursor = max(cursor, through)
+        unflushed.removeAll(keepingCapacity: true)
+        for record in records where !record.state.isFinal {
+            if let next = record.nextAttemptAt { ledgerDueAt = min(ledgerDueAt ?? next, next) }
+        }
+    }
+
+    private func scheduleFlush() {
         guard !flushScheduled else { return }
         flushScheduled = true
         queue.asyncAfter(deadline: .now() + Self.flushDelay) {
@@ -343,22 +399,19 @@ final class DestinationWorker: @unchecked Sendable {
         }
     }
 
-    private func flush() throws(CallbackStoreError) {
-        guard !unflushed.isEmpty, !failed else { return }
-        try ledger.update(Array(unflushed.values))
-        unflushed.removeAll(keepingCapacity: true)
-    }
-
     private func flushOrFail() {
         do throws(CallbackStoreError) { try flush() } catch { fail(error) }
     }
 
     private func countBacklog(now: Int64) throws(CallbackStoreError) {
-        let backlog = try ledger.backlog(destination: destination.name)
+        var backlog = try ledger.backlog(destination: destination.name)
         var oldest = backlog.oldestWaitingReceivedAt
-        if cursor < lastStoredID, let next = try reader.callbacks(after: cursor, limit: 1, includeDuplicates: true).first {
+        if let first = window.first { oldest = min(oldest ?? first.receivedAt, first.receivedAt) }
+        if fedThrough < lastStoredID, let next = try reader.callbacks(after: fedThrough, limit: 1, includeDuplicates: true).first {
             oldest = min(oldest ?? next.receivedAt, next.receivedAt)
         }
+        // Not yet attempted: what waits in the window, and (at most) what was not read yet.
+        backlog.pending += open.count + Int(max(0, lastStoredID - fedThrough))
         status.withLock {
             $0.backlog = backlog
             $0.lagMilliseconds = oldest.map { max(0, now - $0) } ?? 0
@@ -370,7 +423,7 @@ final class DestinationWorker: @unchecked Sendable {
         if disabled == nil, !stopping {
             if pausedUntil > now {
                 next = min(next, pausedUntil)
-            } else if inFlight.count < destination.maxInFlight, let due = try ledger.nextAttemptAt(destination: destination.name) {
+            } else if inFlight.count < destination.maxInFlight, let due = ledgerDueAt {
                 next = min(next, max(due, now + 1))
             }
         }
@@ -431,4 +484,26 @@ public struct DestinationStatus: Sendable, Hashable {
     public var lagMilliseconds: Int64 = 0
 
     public init(name: String) { self.name = name }
+}
+
+/// A first-in first-out queue on an array: amortised O(1) at both ends that it uses.
+struct FIFO<Element> {
+    private var elements: [Element] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == elements.count }
+    var first: Element? { isEmpty ? nil : elements[head] }
+
+    mutating func append(_ element: Element) { elements.append(element) }
+
+    mutating func popFirst() -> Element? {
+        guard !isEmpty else { return nil }
+        let element = elements[head]
+        head += 1
+        if head >= 1024, head * 2 >= elements.count {
+            elements.removeFirst(head)
+            head = 0
+        }
+        return element
+    }
 }

@@ -151,6 +151,18 @@ public final class CurlHTTPClient: Sendable {
         return try outcome.get()
     }
 
+    /// The same exchange for callers that keep their own queue (the delivery workers): the transfer
+    /// runs on a transfer thread and `completion` is called there, with no hop through a task.
+    public func send(_ request: Request, completion: @escaping @Sendable (Result<Response, CurlTransportError>) -> Void) {
+        TransferThreads.shared.run {
+            do throws(CurlTransportError) {
+                completion(.success(try self.send(request)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
+
     /// Idle handles held now (for tests and metrics).
     public var idleHandleCount: Int { pool.idleCount }
 

@@ -8,7 +8,9 @@ import Foundation
 final class TransferThreads: @unchecked Sendable {
     typealias Job = @Sendable () -> Void
 
-    static let shared = TransferThreads(maxIdle: 4, idleLifetime: 30)
+    /// Enough idle threads for a delivery destination's attempts in flight: a thread made and
+    /// ended per transfer costs more than the transfer on loopback.
+    static let shared = TransferThreads(maxIdle: 64, idleLifetime: 30)
 
     private let maxIdle: Int
     private let idleLifetime: TimeInterval

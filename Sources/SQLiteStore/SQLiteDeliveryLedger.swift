@@ -15,14 +15,15 @@ import Foundation
 public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
     static let applicationID: Int32 = 0x5453_444C  // "TSDL"
     static let version: Int32 = 1
-    /// Checkpoint after this many commits (and on close).
-    static let checkpointEveryCommits = 64
+    /// How often the WAL is copied into the file (and on close): rarely, since each checkpoint
+    /// syncs twice and shares the disk with the journal's fdatasyncs.
+    static let checkpointInterval: Duration = .seconds(5)
 
     public let path: String
     private let lock = NSLock()
     private var connection: SQLiteConnection?
     private var broken: CallbackStoreError?
-    private var commitsSinceCheckpoint = 0
+    private var lastCheckpoint = ContinuousClock.now
 
     /// `deliveries.sqlite` in the database's directory.
     public static func path(besideDatabase database: String) -> String {
@@ -119,16 +120,20 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
             for record in records {
                 try Self.write(record, into: connection, verb: "INSERT OR IGNORE")
             }
-            try connection.withStatement(
-                """
-                INSERT INTO delivery_cursors (destination, through) VALUES (?1, ?2)
-                ON CONFLICT (destination) DO UPDATE SET through = max(through, excluded.through)
-                """
-            ) { statement throws(CallbackStoreError) in
-                try statement.bind(1, destination)
-                try statement.bind(2, cursor)
-                _ = try statement.step()
-            }
+            try Self.moveCursor(of: destination, to: cursor, in: connection)
+        }
+    }
+
+    private static func moveCursor(of destination: String, to cursor: Int64, in connection: SQLiteConnection) throws(CallbackStoreError) {
+        try connection.withStatement(
+            """
+            INSERT INTO delivery_cursors (destination, through) VALUES (?1, ?2)
+            ON CONFLICT (destination) DO UPDATE SET through = max(through, excluded.through)
+            """
+        ) { statement throws(CallbackStoreError) in
+            try statement.bind(1, destination)
+            try statement.bind(2, cursor)
+            _ = try statement.step()
         }
     }
 
@@ -172,10 +177,11 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
         }
     }
 
-    public func update(_ records: [DeliveryRecord]) throws(CallbackStoreError) {
-        guard !records.isEmpty else { return }
+    public func update(_ records: [DeliveryRecord], cursor: (destination: String, through: Int64)?) throws(CallbackStoreError) {
+        guard !records.isEmpty || cursor != nil else { return }
         try write { connection throws(CallbackStoreError) in
             for record in records { try Self.write(record, into: connection, verb: "INSERT OR REPLACE") }
+            if let cursor { try Self.moveCursor(of: cursor.destination, to: cursor.through, in: connection) }
         }
     }
 
@@ -361,9 +367,9 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
     private func write<Result>(_ body: (SQLiteConnection) throws(CallbackStoreError) -> Result) throws(CallbackStoreError) -> Result {
         try withConnection { connection throws(CallbackStoreError) in
             let result = try connection.transaction(.immediate) { () throws(CallbackStoreError) in try body(connection) }
-            commitsSinceCheckpoint += 1
-            if commitsSinceCheckpoint >= Self.checkpointEveryCommits {
-                commitsSinceCheckpoint = 0
+            let now = ContinuousClock.now
+            if now - lastCheckpoint >= Self.checkpointInterval {
+                lastCheckpoint = now
                 _ = try connection.scalarInt64("PRAGMA wal_checkpoint(PASSIVE)")
             }
             return result
