@@ -49,7 +49,8 @@ extension StoredCallback {
         }
         if includeBody {
             json.key("body")
-            json.raw(callback.body.lazy.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
+            let body = callback.body
+            json.raw(body.contains { $0 == 0x0A || $0 == 0x0D } ? body.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 } : body)
         }
         json.endObject()
         return json.bytes

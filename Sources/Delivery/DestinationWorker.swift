@@ -364,7 +364,18 @@ final class DestinationWorker: @unchecked Sendable {
             logger.error("destination disabled: it answered 410 Gone; a reload or `deliveries enable` enables it again")
             observer?(.disabled(destination: name))
         }
-        requestTick()
+        // The freed slot is taken here, not on a later tick: one hop fewer per attempt.
+        if !stopping, disabled == nil, now >= pausedUntil {
+            do throws(CallbackStoreError) {
+                if fresh.count < destination.maxInFlight { try feed() }
+                try launch(now: now)
+            } catch {
+                fail(error)
+                return
+            }
+        } else {
+            requestTick()
+        }
         finishStopIfIdle()
     }
 
@@ -492,6 +503,7 @@ struct FIFO<Element> {
     private var head = 0
 
     var isEmpty: Bool { head == elements.count }
+    var count: Int { elements.count - head }
     var first: Element? { isEmpty ? nil : elements[head] }
 
     mutating func append(_ element: Element) { elements.append(element) }
