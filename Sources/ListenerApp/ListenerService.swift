@@ -21,7 +21,8 @@ public enum ListenerError: Error, CustomStringConvertible {
 }
 
 /// The `serve` composition. Started in this order, stopped in reverse:
-/// store writer → retention → admin server → callback server → watchdog →
+/// store writer → retention → admin server → callback server → consumer API
+/// (when `api.enabled`) → watchdog →
 /// status reporter → sandbox (when configured) → registrar → readiness
 /// (READY=1; at the stop, STOPPING=1 first, then deregistration, then the
 /// drain, then the store is flushed). Signals (one sequence: SIGTERM/SIGINT
@@ -34,6 +35,7 @@ public final class ListenerService: Sendable {
     private let reloader: LiveReload
     private let signals: ProcessSignals?
     private let callbackServer: CallbackServerPart
+    private let consumerAPI: ConsumerAPIPart?
     private let adminServer: AdminServerPart?
     private let sandbox: SandboxPart?
     private let readiness: ReadinessPart
@@ -102,6 +104,8 @@ public final class ListenerService: Sendable {
         if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
+        let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, logger: logger)
+        if let consumerAPI { parts.append(consumerAPI) }
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))
         parts.append(StatusReporterPart(notifier: notifier, server: callbackServer, registrar: registrar, metrics: metrics))
         if let sandbox { parts.append(sandbox) }
@@ -114,6 +118,7 @@ public final class ListenerService: Sendable {
             logLevel: logLevel, notifier: notifier, logger: logger
         )
         self.callbackServer = callbackServer
+        self.consumerAPI = consumerAPI
         self.adminServer = adminServer
         self.sandbox = sandbox
         self.readiness = readiness
@@ -162,6 +167,8 @@ public final class ListenerService: Sendable {
 
     /// The exit status after a fatal store failure (EX_TEMPFAIL): systemd restarts on it.
     public static let storeFailureExitStatus: Int32 = 75
+    /// The consumer API's port, once listening (nil when `api.enabled` is false).
+    public var consumerAPIPort: Int? { consumerAPI?.localPort }
     /// The admin port, once listening.
     public var adminPort: Int? { adminServer?.server.localPort }
     /// The in-process sandbox, when it runs.

@@ -99,8 +99,8 @@ public struct ConfigurationSource: Sendable {
         try lookUp(key, expected: "true or false") { try reader.requiredBool(forKey: ConfigKey(key)) }
     }
 
-    func stringArray(_ key: String) throws(ConfigurationError) -> [String]? {
-        try lookUp(key, expected: "a list of strings") { try reader.requiredStringArray(forKey: ConfigKey(key)) }
+    func stringArray(_ key: String, secret: Bool = false) throws(ConfigurationError) -> [String]? {
+        try lookUp(key, expected: "a list of strings") { try reader.requiredStringArray(forKey: ConfigKey(key), isSecret: secret) }
     }
 
     private func lookUp<Value>(

@@ -238,6 +238,14 @@ extension ListenerConfiguration {
         if let v = try s.bool("admin.enabled") { admin.enabled = v }
         if let v = try s.string("admin.host") { admin.host = try Self.host(v, key: "admin.host") }
         if let v = try s.int("admin.port") { admin.port = try Self.port(v, key: "admin.port") }
+
+        // The consumer API, read plainly until the configuration work validates it fully.
+        if let v = try s.bool("api.enabled") { api.enabled = v }
+        if let v = try s.string("api.host") { api.host = try Self.host(v, key: "api.host") }
+        if let v = try s.int("api.port") { api.port = try Self.port(v, key: "api.port") }
+        if let v = try s.stringArray("api.tokens", secret: true) {
+            api.tokens = v.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map(Secret.init)
+        }
     }
 
     static func isServiceName(_ name: String) -> Bool {

@@ -30,6 +30,8 @@ struct OpenedStore: Sendable {
     let intake: any CallbackIntake
     let maintenance: any CallbackMaintenance
     let indexLag: (@Sendable () -> (records: Int64, milliseconds: Int64))?
+    /// A reader beside the writer (a connection of its own each call), woken by its commits.
+    let makeReader: @Sendable () throws(CallbackStoreError) -> any CallbackReader
 }
 
 /// Opens the store: the journal, with SQLite as its index (recovering what the journal holds
@@ -69,7 +71,10 @@ final class StorePart: ListenerPart {
         } catch {
             throw .storeUnavailable("\(configuration.path): \(error)")
         }
-        opened.set(OpenedStore(intake: store, maintenance: store, indexLag: { store.indexLag }))
+        opened.set(
+            OpenedStore(
+                intake: store, maintenance: store, indexLag: { store.indexLag },
+                makeReader: { () throws(CallbackStoreError) in try store.reader() }))
     }
 
     func stop() {
