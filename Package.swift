@@ -158,7 +158,9 @@ let package = Package(
         // Start the real binary; it is built before the tests run (see Makefile).
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "TestSupport", "ThingSpaceSandbox", "ThingSpace", "HTTP1", "Delivery", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
