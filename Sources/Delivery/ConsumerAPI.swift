@@ -47,15 +47,18 @@ public final class ConsumerAPIHandler: HTTPRequestHandler {
     private let work = WorkRegistry()
     private let longPolls = Atomic<Int>(0)
     private let streams = Atomic<Int>(0)
+    private let onLoadChange: (@Sendable (_ streams: Int, _ longPolls: Int) -> Void)?
 
     /// - Parameters:
     ///   - tokens: the accepted bearer tokens; empty refuses every request.
     ///   - reader: where callbacks are read.
     ///   - arrivals: the reader the hub waits on; give it a connection of its own (nil: `reader`).
+    ///   - onLoadChange: hears the open streams and waiting long polls whenever either changes (a gauge).
     public init(
         tokens: [ConsumerAPIToken], reader: any CallbackReader, arrivals: (any CallbackReader)? = nil, limits: Limits = Limits(),
-        logger: Logger
+        logger: Logger, onLoadChange: (@Sendable (_ streams: Int, _ longPolls: Int) -> Void)? = nil
     ) {
+        self.onLoadChange = onLoadChange
         self.tokens = tokens
         self.reader = reader
         self.limits = limits
@@ -157,7 +160,7 @@ public final class ConsumerAPIHandler: HTTPRequestHandler {
             if !answered.exchange(true, ordering: .relaxed) { responder.respond(response) }
         }
         work.run { [self] in
-            defer { longPolls.subtract(1, ordering: .relaxed) }
+            defer { release(longPolls) }
             let deadline = ContinuousClock.now + query.wait
             var cursor = query.after
             while true {
@@ -193,7 +196,7 @@ public final class ConsumerAPIHandler: HTTPRequestHandler {
                 body: ServerSentEvents.retry(milliseconds: 1_000)))
         let limits = self.limits
         let task = work.run { [self] in
-            defer { streams.subtract(1, ordering: .relaxed) }
+            defer { release(streams) }
             var cursor = query.after
             var lastWrite = ContinuousClock.now
             while writer.isOpen && !Task.isCancelled {
@@ -275,9 +278,21 @@ public final class ConsumerAPIHandler: HTTPRequestHandler {
     }
 
     private func acquire(_ counter: borrowing Atomic<Int>, limit: Int) -> Bool {
-        if counter.add(1, ordering: .relaxed).newValue <= limit { return true }
+        if counter.add(1, ordering: .relaxed).newValue <= limit {
+            reportLoad()
+            return true
+        }
         counter.subtract(1, ordering: .relaxed)
         return false
+    }
+
+    private func release(_ counter: borrowing Atomic<Int>) {
+        counter.subtract(1, ordering: .relaxed)
+        reportLoad()
+    }
+
+    private func reportLoad() {
+        onLoadChange?(streams.load(ordering: .relaxed), longPolls.load(ordering: .relaxed))
     }
 
     // MARK: Responses

@@ -104,7 +104,7 @@ public final class ListenerService: Sendable {
         if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
-        let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, logger: logger)
+        let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, metrics: metrics, logger: logger)
         if let consumerAPI { parts.append(consumerAPI) }
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))
         parts.append(StatusReporterPart(notifier: notifier, server: callbackServer, registrar: registrar, metrics: metrics))

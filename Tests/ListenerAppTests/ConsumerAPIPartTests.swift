@@ -25,6 +25,14 @@ import Testing
         #expect(answer.status == 200)
         #expect(answer.bodyText.contains(#""requestId":"\#(requestID)""#))
         #expect(try api.get("/v1/callbacks").status == 401)
+        // An open stream shows in the gauge.
+        let stream = try TestClient(port: apiPort)
+        try stream.sendRequest("GET", "/v1/stream", headers: ["Authorization: Bearer part-token"])
+        #expect(try stream.readHead().status == 200)
+        #expect(
+            eventually {
+                String(decoding: listener.service.metrics.exposition(), as: UTF8.self).contains("consumer_api_open_streams 1")
+            })
         // The callback port does not serve the API.
         #expect(try TestClient(port: port).get("/v1/callbacks", headers: ["Authorization: Bearer part-token"]).status != 200)
         try await listener.stop()

@@ -12,15 +12,17 @@ final class ConsumerAPIPart: ListenerPart {
     let name = "consumer API"
     private let configuration: ListenerConfiguration
     private let store: StorePart
+    private let metrics: ListenerMetrics
     private let logger: Logger
     let server = StartedValue<HTTPServer>()
     let handler = StartedValue<ConsumerAPIHandler>()
 
     /// nil when `api.enabled` is false.
-    init?(configuration: ListenerConfiguration, store: StorePart, logger: Logger) {
+    init?(configuration: ListenerConfiguration, store: StorePart, metrics: ListenerMetrics, logger: Logger) {
         guard configuration.api.enabled else { return nil }
         self.configuration = configuration
         self.store = store
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -41,7 +43,8 @@ final class ConsumerAPIPart: ListenerPart {
         let handler: ConsumerAPIHandler
         do {
             handler = ConsumerAPIHandler(
-                tokens: tokens, reader: try opened.makeReader(), arrivals: try opened.makeReader(), logger: logger)
+                tokens: tokens, reader: try opened.makeReader(), arrivals: try opened.makeReader(), logger: logger,
+                onLoadChange: { [metrics] streams, longPolls in metrics.setConsumerAPILoad(streams: streams, longPolls: longPolls) })
         } catch {
             throw .storeUnavailable("the consumer API cannot read the store: \(error)")
         }
