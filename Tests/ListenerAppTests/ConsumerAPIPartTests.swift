@@ -92,5 +92,10 @@ import Testing
             source: try await ConfigurationSource.load(
                 configPath: nil, environment: ["THINGSPACE_LISTENER_API_ENABLED": "true", "THINGSPACE_LISTENER_API_TOKENS": "x,y"]))
         #expect(environment.api.enabled && environment.api.tokens.map(\.value) == ["x", "y"])
+        let secrets = try TemporaryDirectory()
+        _ = try secrets.write("api-tokens", "from-credentials\n")
+        let credentials = try ListenerConfiguration(
+            source: try await ConfigurationSource.load(configPath: path, environment: ["CREDENTIALS_DIRECTORY": secrets.path]))
+        #expect(credentials.api.tokens.map(\.value) == ["from-credentials"])
     }
 }
