@@ -19,7 +19,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build release run test lint format check-units bench fuzz install uninstall clean deps-run deps-test deps-bench
+.PHONY: all build release run test test-tools lint format check-units bench fuzz install uninstall clean deps-run deps-test deps-bench deps-python
 
 all: build
 
@@ -29,6 +29,27 @@ deps-test:
 	$(call apt_install,$(TEST_PACKAGES))
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
+deps-python:
+	$(call apt_install,python3 python3-venv)
+
+# The Standard Webhooks reference library (PyPI standardwebhooks) in a venv under .build, for the
+# tests that hold our signing and verifying against it (Tests/Tools/standardwebhooks_check.py).
+# Made again whenever it cannot import that version; Debian's python3-venv when venv is missing.
+PYTHON ?= python3
+PYENV := .build/pyenv
+STANDARDWEBHOOKS_VERSION := 1.1.0
+STANDARDWEBHOOKS_PYTHON := $(CURDIR)/$(PYENV)/bin/python
+test-tools:
+	@$(STANDARDWEBHOOKS_PYTHON) -c 'import sys, standardwebhooks; sys.exit(standardwebhooks.__version__ != "$(STANDARDWEBHOOKS_VERSION)")' 2>/dev/null || { \
+		python=$(PYTHON); \
+		if ! $$python -c 'import venv, ensurepip' 2>/dev/null; then \
+			$(MAKE) --no-print-directory deps-python; \
+			$$python -c 'import venv, ensurepip' 2>/dev/null || python=/usr/bin/python3; \
+		fi; \
+		echo "Installing standardwebhooks $(STANDARDWEBHOOKS_VERSION) into $(PYENV)"; \
+		rm -rf $(PYENV) && $$python -m venv $(PYENV) && \
+		$(PYENV)/bin/python -m pip install --quiet --disable-pip-version-check "standardwebhooks==$(STANDARDWEBHOOKS_VERSION)"; \
+	}
 
 build: deps-run
 	$(SWIFT) build
@@ -40,16 +61,25 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 release: deps-run
 	$(SWIFT) build $(RELEASE_FLAGS)
 
+# The whole way: the sandbox (in the service) sends callbacks, the listener stores them and
+# delivers each, signed, to `receive-test` on port 9400 (config/thingspace-listener.json's "demo"
+# destination), which verifies and prints it. Ctrl-C stops both.
+DEMO_WEBHOOK_SECRET := whsec_ZGVtby1vbmx5LXNlY3JldC1mb3ItbWFrZS1ydW4=
 run: release
 	mkdir -p var
-	$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener serve --config $(CONFIG)
+	@bin=$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/thingspace-listener; \
+	THINGSPACE_LISTENER_RECEIVE_SECRET=$(DEMO_WEBHOOK_SECRET) $$bin receive-test --port 9400 & receiver=$$!; \
+	trap 'kill $$receiver 2>/dev/null; wait $$receiver 2>/dev/null' EXIT; \
+	$$bin serve --config $(CONFIG)
 
-test: deps-test check-units lint
+test: deps-test test-tools check-units lint
 	$(SWIFT) build --build-tests
 	@# The log's tail repeats every failure, so a truncated CI log still names them. Suites run one
 	@# after another: the load and fault trials would otherwise starve timing-bounded tests beside them
 	@# on a 2-core machine (about 2 minutes in all).
+	@# STANDARDWEBHOOKS_PYTHON and REQUIRE_STANDARDWEBHOOKS: the reference-library tests run, and fail without it.
 	@set -o pipefail; THINGSPACE_LISTENER_BIN=$$($(SWIFT) build --show-bin-path)/thingspace-listener \
+		STANDARDWEBHOOKS_PYTHON=$(STANDARDWEBHOOKS_PYTHON) REQUIRE_STANDARDWEBHOOKS=1 \
 		$(SWIFT) test --skip-build --no-parallel 2>&1 | tee .build/test.log || { \
 		echo "== Failures:"; grep -aE '✘|error:|fatal' .build/test.log | tail -60; exit 1; }
 

@@ -141,7 +141,7 @@ let package = Package(
         // a socket that never answers, running work on threads at once.
         .target(
             name: "TestSupport",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["HTTPServer", "HTTP1", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),

@@ -62,6 +62,24 @@ public struct Destination: Sendable, Hashable {
         self.secret = secret
     }
 
+    /// Every field given (configuration, tests); the one above takes the defaults.
+    public init(
+        name: String, url: String, services: [String]?, secret: WebhookSecret, previousSecret: WebhookSecret?, includeDuplicates: Bool,
+        timeout: Duration, maxInFlight: Int, ordering: Ordering, retrySchedule: [Duration], maxAge: Duration
+    ) {
+        self.name = name
+        self.url = url
+        self.services = services
+        self.secret = secret
+        self.previousSecret = previousSecret
+        self.includeDuplicates = includeDuplicates
+        self.timeout = timeout
+        self.maxInFlight = maxInFlight
+        self.ordering = ordering
+        self.retrySchedule = retrySchedule
+        self.maxAge = maxAge
+    }
+
     /// Whether a callback of `service` goes to this destination (repeats aside).
     public func accepts(service: String) -> Bool { services?.contains(service) ?? true }
 

@@ -21,11 +21,12 @@ public enum ListenerError: Error, CustomStringConvertible {
 }
 
 /// The `serve` composition. Started in this order, stopped in reverse:
-/// store writer → retention → admin server → callback server → consumer API
-/// (when `api.enabled`) → watchdog →
-/// status reporter → sandbox (when configured) → registrar → readiness
-/// (READY=1; at the stop, STOPPING=1 first, then deregistration, then the
-/// drain, then the store is flushed). Signals (one sequence: SIGTERM/SIGINT
+/// store writer → retention → delivery → admin server → callback server →
+/// consumer API (when `api.enabled`) → watchdog → status reporter → sandbox
+/// (when configured) → registrar → readiness (READY=1). At the stop:
+/// STOPPING=1, deregistration, the consumer API's long polls answered and
+/// streams ended, the drain, delivery ends its attempts in flight, then the
+/// store is flushed. Signals (one sequence: SIGTERM/SIGINT
 /// stop, SIGHUP reloads) are handled beside the parts when `signals` is given;
 /// in-process callers use `stop()` and `reload()` instead.
 public final class ListenerService: Sendable {
@@ -66,15 +67,18 @@ public final class ListenerService: Sendable {
         // A failed fsync is fatal (PostgreSQL's data_sync_retry = off): the store has answered 503
         // to everything not acknowledged; give those answers a second to leave, then exit non-zero
         // so that systemd restarts the service and the start-up scan recovers from the disk.
-        let store = StorePart(
-            configuration: configuration.storage, metrics: metrics, logger: logger,
-            onFatal: { _ in
-                if let onStoreFailure {
-                    onStoreFailure()
-                } else {
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 1) { exit(ListenerService.storeFailureExitStatus) }
-                }
-            })
+        let onFatal: @Sendable (CallbackStoreError) -> Void = { _ in
+            if let onStoreFailure {
+                onStoreFailure()
+            } else {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 1) { exit(ListenerService.storeFailureExitStatus) }
+            }
+        }
+        let store = StorePart(configuration: configuration.storage, metrics: metrics, logger: logger, onFatal: onFatal)
+        // The delivery ledger fails stop as the store does.
+        let deliveryMetrics = DeliveryMetrics(registry: metrics.registry)
+        let delivery = DeliveryPart(
+            configuration: configuration, store: store, metrics: deliveryMetrics, logger: logger, onFatal: onFatal)
         let callbackServer = CallbackServerPart(
             configuration: configuration, store: store, metrics: metrics,
             socket: passed.first(where: { $0.name != "admin" })?.descriptor, logger: logger
@@ -92,7 +96,12 @@ public final class ListenerService: Sendable {
                 isServing: { callbackServer.isServing },
                 isStoreWritable: { !(store.opened.current?.intake.isFailing ?? true) },
                 isRegistered: isRegistered,
-                indexLag: { store.opened.current?.indexLag?() }
+                indexLag: { store.opened.current?.indexLag?() },
+                deliveries: {
+                    let statuses = delivery.statuses
+                    deliveryMetrics.record(statuses)
+                    return statuses
+                }
             )
             adminServer = AdminServerPart(
                 configuration: configuration.admin, handler: AdminHandler(metrics: metrics, probes: probes),
@@ -102,6 +111,9 @@ public final class ListenerService: Sendable {
 
         var parts: [any ListenerPart] = [store]
         if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
+        // Before the callback port opens: a new destination starts at the newest callback stored
+        // before it, so none that arrives afterwards can be missed.
+        parts.append(delivery)
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
         let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, metrics: metrics, logger: logger)
@@ -114,7 +126,7 @@ public final class ListenerService: Sendable {
 
         composition = ServiceComposition(parts: parts, companions: signals.map { [$0] } ?? [], logger: logger)
         reloader = LiveReload(
-            running: configuration, read: reload, handler: callbackServer.handler, registrar: registrar,
+            running: configuration, read: reload, handler: callbackServer.handler, registrar: registrar, delivery: delivery,
             logLevel: logLevel, notifier: notifier, logger: logger
         )
         self.callbackServer = callbackServer

@@ -10,7 +10,9 @@ struct ThingSpaceListener: AsyncParsableCommand {
             manage ThingSpace callback registrations by hand, and help testing. \
             Exit status 2 means a usage error.
             """,
-        subcommands: [Serve.self, Messages.self, Store.self, Callbacks.self, SendTest.self, Sandbox.self]
+        subcommands: [
+            Serve.self, Messages.self, Deliveries.self, Store.self, Callbacks.self, SendTest.self, ReceiveTest.self, Sandbox.self,
+        ]
     )
 }
 

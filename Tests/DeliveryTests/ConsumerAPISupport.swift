@@ -100,15 +100,6 @@ func apiCallback(
         dedupKey: key, body: Array(#"{"requestId":"\#(requestID ?? "")","status":"Success","password":"<redacted>"}"#.utf8))
 }
 
-/// Runs blocking socket work on a thread of its own and awaits it: the concurrency pool (as wide
-/// as the machine) stays free for the API's tasks.
-func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
-        let thread = Thread { done.resume(with: Result { try body() }) }
-        thread.start()
-    }
-}
-
 /// A JSON response body as Foundation objects, for field checks.
 func jsonObject(_ response: ClientResponse) throws -> [String: Any] {
     try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])

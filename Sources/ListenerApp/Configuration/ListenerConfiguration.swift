@@ -128,6 +128,10 @@ extension ListenerConfiguration {
     public init(source: ConfigurationSource, for use: ConfigurationUse = .serve) throws(ConfigurationError) {
         self.init()
         let s = source
+        for section in ["http", "storage", "callbacks", "thingspace", "logging", "admin", "delivery", "api"]
+        where s.valueMembers.contains(section) {
+            throw .invalidValue(key: section, expected: "an object of \(section).* settings")
+        }
 
         if let v = try s.string("http.host") { http.host = try Self.host(v, key: "http.host") }
         if let v = try s.int("http.port") { http.port = try Self.port(v, key: "http.port") }
@@ -239,13 +243,8 @@ extension ListenerConfiguration {
         if let v = try s.string("admin.host") { admin.host = try Self.host(v, key: "admin.host") }
         if let v = try s.int("admin.port") { admin.port = try Self.port(v, key: "admin.port") }
 
-        // The consumer API, read plainly until the configuration work validates it fully.
-        if let v = try s.bool("api.enabled") { api.enabled = v }
-        if let v = try s.string("api.host") { api.host = try Self.host(v, key: "api.host") }
-        if let v = try s.int("api.port") { api.port = try Self.port(v, key: "api.port") }
-        if let v = try s.stringArray("api.tokens", secret: true) {
-            api.tokens = v.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map(Secret.init)
-        }
+        delivery.destinations = try Self.destinations(from: s)
+        api = try Self.api(from: s, http: http, admin: admin)
     }
 
     static func isServiceName(_ name: String) -> Bool {
@@ -255,14 +254,14 @@ extension ListenerConfiguration {
 
     private static func nonEmpty(_ value: String) -> String? { value.isEmpty ? nil : value }
 
-    private static func host(_ value: String, key: String) throws(ConfigurationError) -> String {
+    static func host(_ value: String, key: String) throws(ConfigurationError) -> String {
         guard !value.isEmpty, !value.contains(" "), !value.contains("/") else {
             throw .invalidValue(key: key, expected: "an IP address or host name")
         }
         return value
     }
 
-    private static func port(_ value: Int, key: String) throws(ConfigurationError) -> Int {
+    static func port(_ value: Int, key: String) throws(ConfigurationError) -> Int {
         guard (0...65535).contains(value) else { throw .invalidValue(key: key, expected: "a port from 0 to 65535") }
         return value
     }

@@ -30,7 +30,7 @@ struct OpenedStore: Sendable {
     let intake: any CallbackIntake
     let maintenance: any CallbackMaintenance
     let indexLag: (@Sendable () -> (records: Int64, milliseconds: Int64))?
-    /// A reader beside the writer (a connection of its own each call), woken by its commits.
+    /// A reader of its own for each part that reads (delivery, the consumer API).
     let makeReader: @Sendable () throws(CallbackStoreError) -> any CallbackReader
 }
 

@@ -9,26 +9,30 @@ final class LiveReload: Sendable {
     private let read: @Sendable () async throws(ConfigurationError) -> ListenerConfiguration
     private let handler: StartedValue<CallbackHandler>
     private let registrar: RegistrarPart
+    private let delivery: DeliveryPart
     private let logLevel: LogLevelControl?
     private let notifier: SystemdNotifier
     private let logger: Logger
 
     init(
         running: ListenerConfiguration, read: @escaping @Sendable () async throws(ConfigurationError) -> ListenerConfiguration,
-        handler: StartedValue<CallbackHandler>, registrar: RegistrarPart, logLevel: LogLevelControl?, notifier: SystemdNotifier,
+        handler: StartedValue<CallbackHandler>, registrar: RegistrarPart, delivery: DeliveryPart, logLevel: LogLevelControl?,
+        notifier: SystemdNotifier,
         logger: Logger
     ) {
         self.running = running
         self.read = read
         self.handler = handler
         self.registrar = registrar
+        self.delivery = delivery
         self.logLevel = logLevel
         self.notifier = notifier
         self.logger = logger
     }
 
-    /// Callback credentials, the allow-list, trusted proxies, the log level
-    /// and `thingspace.deregisterOnShutdown` change live. While registered
+    /// Callback credentials, the allow-list, trusted proxies, the log level,
+    /// `thingspace.deregisterOnShutdown` and the delivery destinations change live
+    /// (and every destination a 410 disabled is enabled again). While registered
     /// with ThingSpace, new callback credentials wait for a restart:
     /// ThingSpace sends what was registered, and refusing it would lose its callbacks.
     func reload() async {
@@ -55,6 +59,7 @@ final class LiveReload: Sendable {
         handler.update(policy: policy)
         logLevel?.level = fresh.logging.level
         registrar.registrar.current?.setDeregisterOnShutdown(fresh.thingspace.deregisterOnShutdown)
+        await delivery.reconfigure(fresh.delivery.destinations)
 
         let t = (old: old.thingspace, new: fresh.thingspace)
         let changed: [(String, Bool)] = [
@@ -71,13 +76,18 @@ final class LiveReload: Sendable {
             ),
             ("logging.format", fresh.logging.format != old.logging.format),
             (
+                "api.*",
+                fresh.api.enabled != old.api.enabled || fresh.api.host != old.api.host || fresh.api.port != old.api.port
+                    || fresh.api.tokens != old.api.tokens
+            ),
+            (
                 "admin.*",
                 fresh.admin.enabled != old.admin.enabled || fresh.admin.host != old.admin.host || fresh.admin.port != old.admin.port
             ),
         ]
         needRestart += changed.filter(\.1).map(\.0)
         logger.notice(
-            "configuration reloaded: callback credentials, allowed sources, trusted proxies, log level and deregisterOnShutdown are live",
+            "configuration reloaded: callback credentials, allowed sources, trusted proxies, log level, deregisterOnShutdown and delivery destinations are live",
             metadata: needRestart.isEmpty ? [:] : ["reload.restart_needed_for": "\(needRestart.joined(separator: "; "))"]
         )
     }

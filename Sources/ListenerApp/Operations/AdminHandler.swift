@@ -1,3 +1,5 @@
+import CallbackStore
+import Delivery
 import HTTP1
 import HTTPServer
 import Synchronization
@@ -13,6 +15,9 @@ final class AdminHandler: HTTPRequestHandler {
         var isRegistered: (@Sendable () -> Bool)?
         /// How far the store's index trails its acknowledgements; nil for a store without one.
         var indexLag: @Sendable () -> (records: Int64, milliseconds: Int64)? = { nil }
+        /// The delivery destinations' state: detail only; a destination that is down never makes
+        /// the service unready (intake must stay up).
+        var deliveries: @Sendable () -> [DestinationStatus] = { [] }
     }
 
     private let metrics: ListenerMetrics
@@ -45,12 +50,20 @@ final class AdminHandler: HTTPRequestHandler {
                 metrics.setIndexLag(records: lag.records, milliseconds: lag.milliseconds)
                 detail = "index lag: \(lag.records) records, \(lag.milliseconds) ms\n"
             }
+            for status in probes.deliveries() {
+                detail += "delivery \(status.name): \(status.inFlight) in flight, lag \(status.lagMilliseconds) ms"
+                detail += ", \(status.backlog.pending) pending, \(status.backlog.retrying) retrying, \(status.backlog.dead) dead"
+                if let disabled = status.disabled { detail += ", disabled (\(disabled.reason))" }
+                if status.throttled { detail += ", waiting for Retry-After" }
+                detail += "\n"
+            }
             responder.respond(
                 problems.isEmpty
                     ? text(.ok, "ready\n" + detail) : text(.serviceUnavailable, problems.joined(separator: "; ") + "\n" + detail)
             )
         case "/metrics":
             if let lag = probes.indexLag() { metrics.setIndexLag(records: lag.records, milliseconds: lag.milliseconds) }
+            _ = probes.deliveries()  // brings the delivery gauges up to date
             responder.respond(
                 HTTPResponse(
                     status: .ok, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
