@@ -58,14 +58,7 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
     public func query(_ filter: CallbackFilter) throws(CallbackStoreError) -> [StoredCallback] {
         guard filter.limit > 0 else { return [] }
         let rows = state.withLock { $0.rows }.sorted { ($0.receivedAt, $0.id) > ($1.receivedAt, $1.id) }
-        return Array(
-            rows.lazy.filter { row in
-                (filter.includeDuplicates || row.duplicateOf == nil)
-                    && (filter.service == nil || row.service == filter.service)
-                    && (filter.requestID == nil || row.requestID == filter.requestID)
-                    && (filter.deviceID == nil || row.deviceIDs.contains { $0.id == filter.deviceID })
-                    && (filter.since == nil || row.receivedAt >= filter.since!)
-            }.prefix(filter.limit))
+        return Array(rows.lazy.filter(filter.matches).prefix(filter.limit))
     }
 
     public func callback(id: Int64) throws(CallbackStoreError) -> StoredCallback? {
@@ -76,6 +69,19 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
         guard limit > 0 else { return [] }
         let rows = state.withLock { $0.rows }
         return Array(rows.lazy.filter { $0.id > id && (includeDuplicates || $0.duplicateOf == nil) }.prefix(limit))
+    }
+
+    public func page(after id: Int64, matching filter: CallbackFilter, limit: Int) throws(CallbackStoreError) -> CallbackPage {
+        // One lock: the page and the highest id are one view.
+        let (rows, last) = state.withLock { state in (state.rows, state.rows.last?.id ?? 0) }
+        guard limit > 0 else { return CallbackPage(callbacks: [], next: id) }
+        let start = rows.partitionPoint { $0.id <= id }
+        var found: [StoredCallback] = []
+        for row in rows[start...] where filter.matches(row) {
+            found.append(row)
+            if found.count == limit { return CallbackPage(callbacks: found, next: row.id) }
+        }
+        return CallbackPage(callbacks: found, next: max(id, last))
     }
 
     public func stats() throws(CallbackStoreError) -> CallbackStats {
@@ -123,5 +129,19 @@ public final class InMemoryCallbackStore: CallbackIntake, CallbackReader, Callba
             state.firstOfKey = first
             return before - state.rows.count
         }
+    }
+}
+
+extension Array {
+    /// The index of the first element for which `isBefore` is false; the array is ordered so that
+    /// `isBefore` holds for a prefix.
+    fileprivate func partitionPoint(_ isBefore: (Element) -> Bool) -> Int {
+        var low = 0
+        var high = count
+        while low < high {
+            let middle = (low + high) / 2
+            if isBefore(self[middle]) { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 }

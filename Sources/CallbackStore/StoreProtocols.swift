@@ -3,6 +3,7 @@
 // readers, and maintenance that goes through the writer too. A backend
 // implements these three protocols and passes the contract suite
 // (Tests/CallbackStoreContractTests); nothing here knows SQL or files.
+import Vocabulary
 
 /// Where the callback handler hands what it admitted. One per store: it owns every write.
 public protocol CallbackIntake: AnyObject, Sendable {
@@ -52,6 +53,15 @@ public protocol CallbackReader: Sendable {
     /// consumers page with. Ids only grow, so nothing stored later can appear before the cursor.
     func callbacks(after id: Int64, limit: Int, includeDuplicates: Bool) throws(CallbackStoreError) -> [StoredCallback]
 
+    /// The callbacks above `id` that match `filter` (service, requestID, deviceID, since,
+    /// includeDuplicates; its `limit` is not used), in id order, at most `limit`: the cursor the
+    /// consumer API pages and waits with. `next` is past every id examined, read in the same
+    /// view as the page: the last callback's id when the page is full, else the highest id
+    /// stored (or `id`, if higher). Ids are assigned in order and become visible in order, so
+    /// passing `next` as `after` later never skips a callback and never rescans one that did not
+    /// match.
+    func page(after id: Int64, matching filter: CallbackFilter, limit: Int) throws(CallbackStoreError) -> CallbackPage
+
     /// Counts by service, status and UTC day, from one consistent view.
     func stats() throws(CallbackStoreError) -> CallbackStats
 
@@ -84,6 +94,30 @@ extension CallbackReader {
             guard let end = page.last?.id, page.count == pageSize, end < last else { return }
             cursor = end
         }
+    }
+}
+
+/// One page of the cursor (`CallbackReader.page`).
+public struct CallbackPage: Sendable, Hashable {
+    /// In id order.
+    public var callbacks: [StoredCallback]
+    /// The cursor to pass as `after` next time.
+    public var next: Int64
+
+    public init(callbacks: [StoredCallback], next: Int64) {
+        self.callbacks = callbacks
+        self.next = next
+    }
+}
+
+extension CallbackFilter {
+    /// Whether `callback` matches every field set (`limit` aside).
+    public func matches(_ callback: StoredCallback) -> Bool {
+        (includeDuplicates || callback.duplicateOf == nil)
+            && (service == nil || callback.service == service)
+            && (requestID == nil || callback.requestID == requestID)
+            && (deviceID == nil || callback.deviceIDs.contains { $0.id == deviceID })
+            && (since == nil || callback.receivedAt >= since!)
     }
 }
 

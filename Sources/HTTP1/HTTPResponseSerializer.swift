@@ -1,5 +1,7 @@
 // Writes responses as HTTP/1.1 bytes: status line, the response's headers,
-// Date, Content-Length, Connection, then the body.
+// Date, Content-Length, Connection, then the body; or, for a response streamed
+// as it is produced, the head with `Transfer-Encoding: chunked` and then each
+// chunk as it comes (RFC 9112 §7.1).
 
 import Synchronization
 
@@ -57,6 +59,86 @@ public enum HTTPResponseSerializer {
         }
         append("\r\n", to: &buffer)
         if hasBody { buffer.append(contentsOf: response.body) }
+    }
+
+    /// How a streamed body is delimited.
+    public enum StreamFraming: Sendable, Equatable {
+        /// `Transfer-Encoding: chunked`: each piece is a chunk, the end is the last chunk and the
+        /// connection may serve another request (HTTP/1.1).
+        case chunked
+        /// No framing: the body ends when the connection closes (HTTP/1.0 peers, which know no
+        /// chunked coding; the head says `Connection: close`).
+        case untilClose
+    }
+
+    /// The framing a streamed response to a request of `version` uses.
+    public static func streamFraming(for version: HTTPVersion) -> StreamFraming {
+        version.minor >= 1 ? .chunked : .untilClose
+    }
+
+    /// The head of a streamed response: status line, the response's headers, Date, then
+    /// `Transfer-Encoding: chunked` (or, with `.untilClose`, `Connection: close` whatever
+    /// `keepAlive` says), and `Connection` as `serialize` writes it. The response's body is not
+    /// written: send it as the first piece. Statuses without a body (1xx, 204, 304) get neither
+    /// framing header; their stream must end at once.
+    public static func serializeStreamHead(
+        _ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, framing: StreamFraming, into buffer: inout [UInt8]
+    ) {
+        let code = response.status.code
+        let hasBody = !(100...199).contains(code) && code != 204 && code != 304
+        buffer.reserveCapacity(buffer.count + 160 + response.headers.count * 48)
+        append("HTTP/1.1 ", to: &buffer)
+        appendDecimal(code, to: &buffer)
+        buffer.append(ASCII.space)
+        appendSanitized(response.status.reason, to: &buffer)
+        append("\r\n", to: &buffer)
+        for field in response.headers where !isOwnedBySerializer(field.name) {
+            appendSanitized(field.name, to: &buffer)
+            append(": ", to: &buffer)
+            appendSanitized(field.value, to: &buffer)
+            append("\r\n", to: &buffer)
+        }
+        append("Date: ", to: &buffer)
+        DateCache.appendCurrent(to: &buffer)
+        append("\r\n", to: &buffer)
+        if hasBody && framing == .chunked { append("Transfer-Encoding: chunked\r\n", to: &buffer) }
+        if !keepAlive || (hasBody && framing == .untilClose) {
+            append("Connection: close\r\n", to: &buffer)
+        } else if version == .http1_0 {
+            append("Connection: keep-alive\r\n", to: &buffer)
+        }
+        append("\r\n", to: &buffer)
+    }
+
+    /// One piece of a streamed body, framed: `size-in-hex CRLF bytes CRLF` for `.chunked`, the
+    /// bytes as they are for `.untilClose`. An empty piece writes nothing (an empty chunk would
+    /// end the body).
+    public static func appendChunk(_ bytes: [UInt8], framing: StreamFraming, into buffer: inout [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        if framing == .chunked {
+            appendHexadecimal(bytes.count, to: &buffer)
+            append("\r\n", to: &buffer)
+            buffer.append(contentsOf: bytes)
+            append("\r\n", to: &buffer)
+        } else {
+            buffer.append(contentsOf: bytes)
+        }
+    }
+
+    /// The end of a chunked body: the last chunk and an empty trailer section.
+    public static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
+
+    private static func appendHexadecimal(_ value: Int, to buffer: inout [UInt8]) {
+        let digits: StaticString = "0123456789abcdef"
+        var shift = (Int.bitWidth - value.leadingZeroBitCount + 3) / 4 * 4
+        if shift == 0 {
+            buffer.append(0x30)
+            return
+        }
+        while shift > 0 {
+            shift -= 4
+            buffer.append(digits.utf8Start[(value >> shift) & 0xF])
+        }
     }
 
     @inline(__always)

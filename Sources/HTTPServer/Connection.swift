@@ -16,13 +16,18 @@ import Synchronization
 /// a write would block.
 ///
 /// Requests are numbered in arrival order; responses wait in `owed` until
-/// every earlier one has been serialized, so they leave in request order.
+/// every earlier one has been serialized, so they leave in request order. A
+/// streamed response stays at the front of `owed` while it streams (its head
+/// sent, its pieces taken from its writer as they come), holding back the ones
+/// after it until it ends.
 final class Connection: @unchecked Sendable {
     let id: UInt64
     let fd: Int32
     let loop: IOLoop
     private let core: ServerCore
     private var settings: ConnectionSettings { core.settings }
+    /// The bound of each stream's unsent bytes (read from any thread: constant).
+    let maxStreamBacklog: Int
 
     private var parser: HTTPRequestParser
     private var state: ConnectionState
@@ -47,8 +52,17 @@ final class Connection: @unchecked Sendable {
         var keepAlive: Bool
         var version: HTTPVersion
         var isHeadRequest: Bool
-        var response: HTTPResponse?
+        var answer: HTTPAnswer?
     }
+
+    /// The streamed response at the front of `owed`, once its head is serialized.
+    private struct ActiveStream {
+        var writer: HTTPBodyWriter
+        var framing: HTTPResponseSerializer.StreamFraming
+        /// A HEAD request, or a status without a body: the pieces are dropped.
+        var isBodiless: Bool
+    }
+    private var activeStream: ActiveStream?
     private var owed: [OwedResponse] = []
     private var nextRequestSequence: UInt64 = 0
     private var nextResponseSequence: UInt64 = 0
@@ -69,6 +83,7 @@ final class Connection: @unchecked Sendable {
         self.peer = peer
         self.loop = loop
         self.core = core
+        self.maxStreamBacklog = core.settings.maxStreamBacklog
         self.parser = HTTPRequestParser(limits: core.settings.limits)
         self.state = ConnectionState(now: monotonicNanoseconds())
         self.context = HTTPRequestContext(connectionID: id, remoteAddress: "", remotePort: 0)
@@ -109,12 +124,17 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Closes at once. `abort` discards unsent bytes with a reset (peer not
-    /// reading, forced shutdown) instead of leaving them to the kernel.
-    func terminate(reason: String, abort: Bool = false) {
+    /// reading, forced shutdown) instead of leaving them to the kernel. The
+    /// producers of streams still owed hear `streamEnd`.
+    func terminate(reason: String, abort: Bool = false, streamEnd: HTTPStreamEnd = .peerClosed) {
         loop.checkConfined()
         guard state.lifecycle != .closed else { return }
         log(.debug, "connection closed", ["connection.close_reason": "\(reason)"])
         state.close()
+        for item in owed {
+            if case .stream(_, let writer) = item.answer { writer.connectionEnded(streamEnd) }
+        }
+        activeStream = nil
         if let token { loop.unregister(fd: fd, token: token) }
         token = nil
         watchedEvents = 0
@@ -138,7 +158,10 @@ final class Connection: @unchecked Sendable {
     func beginDrain() {
         loop.checkConfined()
         isDraining = true
-        guard state.isServing else { return }
+        guard state.isServing else {
+            endStreamsForShutdown()
+            return
+        }
         let midRequest = !parser.isIdle || parser.bufferedByteCount > 0
         if owed.isEmpty && !hasUnwrittenOutput && !midRequest {
             terminate(reason: "server is shutting down (idle)")
@@ -146,6 +169,19 @@ final class Connection: @unchecked Sendable {
             finishAfterOwedResponses()
         }
         // Otherwise a request is arriving; `dispatch` makes it the last.
+        endStreamsForShutdown()
+    }
+
+    /// Streams end cleanly at shutdown: what their producers wrote goes out, then the last chunk.
+    private func endStreamsForShutdown() {
+        var ended = false
+        for item in owed {
+            if case .stream(_, let writer) = item.answer {
+                writer.serverEnds(.shutdown)
+                ended = true
+            }
+        }
+        if ended { writeReadyResponses() }
     }
 
     /// Runs every sweep of the loop: enforces the deadlines.
@@ -156,7 +192,7 @@ final class Connection: @unchecked Sendable {
         case .close(let reason):
             terminate(reason: reason)
         case .abort(let reason):
-            terminate(reason: reason, abort: true)
+            terminate(reason: reason, abort: true, streamEnd: .peerTooSlow)
         case .requestTimeout(let reason):
             reject(.requestTimeout, reason: reason)
         }
@@ -171,7 +207,8 @@ final class Connection: @unchecked Sendable {
             guard watchedEvents & Epoll.readable != 0 else { return }
             let count = read(fd, buffer.baseAddress, buffer.count)
             if count > 0 {
-                if state.lifecycle == .lingering {
+                if state.lifecycle == .lingering || (!state.isServing && activeStream != nil) {
+                    // Discarded: lingering, or reading only to notice a stream's reader leaving.
                     if count < buffer.count { return }
                     continue
                 }
@@ -230,7 +267,7 @@ final class Connection: @unchecked Sendable {
         owed.append(
             OwedResponse(
                 keepAlive: keepAlive, version: request.head.version,
-                isHeadRequest: request.head.method == "HEAD", response: nil))
+                isHeadRequest: request.head.method == "HEAD", answer: nil))
         if !keepAlive { state.finish(after: sequence) }
         core.handler.handle(request, context: context, responder: HTTPResponder(connection: self, sequence: sequence))
     }
@@ -244,7 +281,7 @@ final class Connection: @unchecked Sendable {
         let response = HTTPResponse(
             status: status, headers: ["Content-Type": "text/plain; charset=utf-8"],
             body: Array("\(status.code) \(status.reason)\n".utf8))
-        owed.append(OwedResponse(keepAlive: false, version: .http1_1, isHeadRequest: false, response: response))
+        owed.append(OwedResponse(keepAlive: false, version: .http1_1, isHeadRequest: false, answer: .whole(response)))
         continueOwed = false
         state.finish(after: sequence)
         updateInterest()
@@ -260,15 +297,29 @@ final class Connection: @unchecked Sendable {
             let midRequest = !parser.isIdle || parser.bufferedByteCount > 0
             if midRequest {
                 terminate(reason: "peer closed mid-request")
+            } else if hasOwedStream {
+                // A stream's reader closing is the end of it (as most servers take a FIN); nobody
+                // half-closes to read an endless body.
+                terminate(reason: "peer closed during a streamed response")
             } else if owed.isEmpty && !hasUnwrittenOutput {
                 terminate(reason: "peer closed")
             } else {
                 // Half-close after sending requests: answer them, then close.
                 finishAfterOwedResponses()
             }
-        case .finishing, .closed:
+        case .finishing:
+            if hasOwedStream {
+                terminate(reason: "peer closed during a streamed response")
+            } else {
+                updateInterest()
+            }
+        case .closed:
             updateInterest()
         }
+    }
+
+    private var hasOwedStream: Bool {
+        owed.contains { if case .stream = $0.answer { true } else { false } }
     }
 
     private func finishAfterOwedResponses() {
@@ -309,7 +360,11 @@ final class Connection: @unchecked Sendable {
                 wanted = Epoll.readable
             }
         case .finishing:
-            if isWriteBlocked { wanted = Epoll.writable }
+            if isWriteBlocked {
+                wanted = Epoll.writable
+            } else if activeStream != nil {
+                wanted = Epoll.readable  // the peer's close ends the stream
+            }
         case .lingering:
             wanted = Epoll.readable
         case .closed:
@@ -326,34 +381,100 @@ final class Connection: @unchecked Sendable {
     // MARK: Writing
 
     /// Takes the handler's answer for request `sequence`. On `loop.queue`.
-    func receive(_ response: HTTPResponse, sequence: UInt64) {
+    func receive(_ answer: HTTPAnswer, sequence: UInt64) {
         loop.checkConfined()
         guard state.lifecycle != .closed, sequence >= nextResponseSequence, sequence < nextRequestSequence else {
-            return  // the connection is gone, or this request was already answered
+            // The connection is gone, or this request was already answered.
+            if case .stream(_, let writer) = answer { writer.connectionEnded(.peerClosed) }
+            return
         }
         let index = Int(sequence - nextResponseSequence)
-        guard owed[index].response == nil else { return }  // answered twice
-        owed[index].response = response
+        guard owed[index].answer == nil else {  // answered twice
+            if case .stream(_, let writer) = answer { writer.connectionEnded(.peerClosed) }
+            return
+        }
+        owed[index].answer = answer
+        if isDraining, case .stream(_, let writer) = answer { writer.serverEnds(.shutdown) }
         writeReadyResponses()
     }
 
-    /// Serializes every response whose predecessors are out, then writes.
+    /// The writer of the stream for request `sequence` has pieces or its end. On `loop.queue`.
+    func pumpStream(sequence: UInt64) {
+        loop.checkConfined()
+        // Not streaming yet (an earlier response is still out) or gone: its turn takes the pieces.
+        guard activeStream != nil, sequence == nextResponseSequence, state.lifecycle != .closed else { return }
+        writeReadyResponses()
+    }
+
+    /// The stream for request `sequence` holds more than its bound unsent. On `loop.queue`.
+    func abortStream(sequence: UInt64) {
+        loop.checkConfined()
+        guard state.lifecycle != .closed, sequence >= nextResponseSequence, sequence < nextRequestSequence else { return }
+        terminate(
+            reason: "streamed response backlog over \(maxStreamBacklog) bytes: peer not reading", abort: true, streamEnd: .peerTooSlow)
+    }
+
+    /// Serializes every response whose predecessors are out, then writes. A stream at the front
+    /// sends its head once, then whatever its writer holds; it leaves the front when it ends.
     private func writeReadyResponses() {
-        guard let first = owed.first, first.response != nil else { return }
-        while let next = owed.first, let response = next.response {
-            let keepAlive = next.keepAlive && !state.isLast(nextResponseSequence)
-            let start = outbound.count
-            HTTPResponseSerializer.serialize(response, version: next.version, keepAlive: keepAlive, into: &outbound)
-            let code = response.status.code
-            if next.isHeadRequest && !(100...199).contains(code) && code != 204 && code != 304 {
-                // Same head as for GET (Content-Length included), no body.
-                outbound.removeLast(min(response.body.count, outbound.count - start))
+        guard let first = owed.first, first.answer != nil else { return }
+        while let next = owed.first, let answer = next.answer {
+            switch answer {
+            case .whole(let response):
+                let keepAlive = next.keepAlive && !state.isLast(nextResponseSequence)
+                let start = outbound.count
+                HTTPResponseSerializer.serialize(response, version: next.version, keepAlive: keepAlive, into: &outbound)
+                if next.isHeadRequest && Self.hasBody(response.status) {
+                    // Same head as for GET (Content-Length included), no body.
+                    outbound.removeLast(min(response.body.count, outbound.count - start))
+                }
+                owed.removeFirst()
+                nextResponseSequence += 1
+            case .stream(let head, let writer):
+                if activeStream == nil { startStream(head, writer, next) }
+                guard pumpActiveStream() else {
+                    flush()
+                    return
+                }
             }
-            owed.removeFirst()
-            nextResponseSequence += 1
         }
         _ = appendContinueIfDue()
         flush()
+    }
+
+    private static func hasBody(_ status: HTTPStatus) -> Bool {
+        !(100...199).contains(status.code) && status.code != 204 && status.code != 304
+    }
+
+    /// The stream's head goes out; a response without a body ends at once.
+    private func startStream(_ head: HTTPResponse, _ writer: HTTPBodyWriter, _ owed: OwedResponse) {
+        let framing = HTTPResponseSerializer.streamFraming(for: owed.version)
+        let keepAlive = owed.keepAlive && !state.isLast(nextResponseSequence)
+        HTTPResponseSerializer.serializeStreamHead(head, version: owed.version, keepAlive: keepAlive, framing: framing, into: &outbound)
+        let bodiless = owed.isHeadRequest || !Self.hasBody(head.status)
+        if bodiless {
+            writer.serverEnds(.finished)
+        } else if framing == .untilClose {
+            state.finish(after: nextResponseSequence)  // the close is the end of the body
+        }
+        activeStream = ActiveStream(writer: writer, framing: framing, isBodiless: bodiless)
+    }
+
+    /// Moves the active stream's pieces to `outbound`; true when the stream ended (its last chunk
+    /// is queued and it left the front of `owed`).
+    private func pumpActiveStream() -> Bool {
+        guard let active = activeStream else { return false }
+        let (pieces, closing) = active.writer.takePending()
+        if !active.isBodiless {
+            for piece in pieces { HTTPResponseSerializer.appendChunk(piece, framing: active.framing, into: &outbound) }
+        }
+        guard closing else { return false }
+        if active.framing == .chunked && !active.isBodiless { outbound.append(contentsOf: HTTPResponseSerializer.lastChunk) }
+        active.writer.reportUnsent(0)
+        activeStream = nil
+        owed.removeFirst()
+        nextResponseSequence += 1
+        return true
     }
 
     /// `100 Continue` goes out only after every earlier response, and only
@@ -386,6 +507,7 @@ final class Connection: @unchecked Sendable {
             case EAGAIN, EWOULDBLOCK:
                 state.writeBlocked(progressed: outboundOffset > startOffset, now: monotonicNanoseconds())
                 isWriteBlocked = true
+                activeStream?.writer.reportUnsent(outbound.count - outboundOffset)
                 updateInterest()
                 return
             default:
@@ -400,6 +522,7 @@ final class Connection: @unchecked Sendable {
             outbound.removeAll(keepingCapacity: true)
         }
         outboundOffset = 0
+        activeStream?.writer.reportUnsent(0)
         state.writeDrained()
         if isWriteBlocked {
             isWriteBlocked = false

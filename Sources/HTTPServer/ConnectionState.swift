@@ -8,6 +8,7 @@ struct ConnectionSettings: Sendable {
     var bodyReadTimeout: UInt64
     var idleTimeout: UInt64
     var writeTimeout: UInt64
+    var maxStreamBacklog: Int
     /// How long a closing connection keeps reading (and discarding) after
     /// its write side is shut down, so a client still sending does not get a
     /// reset that destroys the response it has not read yet.
@@ -20,6 +21,7 @@ struct ConnectionSettings: Sendable {
         bodyReadTimeout = configuration.bodyReadTimeout.clampedNanoseconds
         idleTimeout = configuration.idleTimeout.clampedNanoseconds
         writeTimeout = configuration.writeTimeout.clampedNanoseconds
+        maxStreamBacklog = configuration.maxStreamBacklog
         lingerTimeout = min(2_000_000_000, max(configuration.headerReadTimeout.clampedNanoseconds, 100_000_000))
     }
 }

@@ -29,6 +29,9 @@ public struct HTTPServerConfiguration: Sendable {
     /// Requests read ahead of their responses on one connection; beyond this
     /// the server stops reading until responses have been written.
     public var maxPipelinedRequests: Int = 16
+    /// Bytes a streamed response may hold unsent (written by its producer, not yet taken by the
+    /// peer's socket); beyond this the peer counts as not reading and is disconnected.
+    public var maxStreamBacklog: Int = 1 << 20
     /// Serial queues that own the connections (connections are spread round-robin).
     public var ioQueueCount: Int = HTTPServerConfiguration.onlineProcessorCount
 
@@ -47,6 +50,7 @@ public struct HTTPServerConfiguration: Sendable {
         guard maxPipelinedRequests > 0 else {
             throw fail("maxPipelinedRequests must be positive, got \(maxPipelinedRequests)")
         }
+        guard maxStreamBacklog > 0 else { throw fail("maxStreamBacklog must be positive, got \(maxStreamBacklog)") }
         guard ioQueueCount > 0 else { throw fail("ioQueueCount must be positive, got \(ioQueueCount)") }
         let timeouts: [(String, Duration)] = [
             ("headerReadTimeout", headerReadTimeout), ("bodyReadTimeout", bodyReadTimeout),

@@ -47,7 +47,7 @@ final class IOLoop: @unchecked Sendable {
 
     /// Responses given on other threads, delivered in one hop to `queue` per batch rather than one
     /// dispatch (and often one thread wake-up) per response: a store commit answers dozens at once.
-    private let inbox = Mutex<[(connection: Connection, sequence: UInt64, response: HTTPResponse)]>([])
+    private let inbox = Mutex<[(connection: Connection, sequence: UInt64, answer: HTTPAnswer)]>([])
 
     /// Connections by slot; an epoll token is the slot and its generation,
     /// so an event for a closed connection never reaches its successor.
@@ -74,9 +74,9 @@ final class IOLoop: @unchecked Sendable {
     }
 
     /// From any thread: hands the response to its connection on `queue`.
-    func deliver(_ response: HTTPResponse, to connection: Connection, sequence: UInt64) {
+    func deliver(_ answer: HTTPAnswer, to connection: Connection, sequence: UInt64) {
         let isFirst = inbox.withLock { inbox in
-            inbox.append((connection, sequence, response))
+            inbox.append((connection, sequence, answer))
             return inbox.count == 1
         }
         if isFirst {
@@ -91,7 +91,7 @@ final class IOLoop: @unchecked Sendable {
             return inbox
         }
         for item in delivered {
-            item.connection.receive(item.response, sequence: item.sequence)
+            item.connection.receive(item.answer, sequence: item.sequence)
         }
     }
 
@@ -216,7 +216,7 @@ final class IOLoop: @unchecked Sendable {
     func closeAll() {
         checkConfined()
         for connection in liveConnections {
-            connection.terminate(reason: "shutdown grace period over", abort: true)
+            connection.terminate(reason: "shutdown grace period over", abort: true, streamEnd: .shutdown)
         }
     }
 }

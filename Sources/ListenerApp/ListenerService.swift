@@ -22,9 +22,11 @@ public enum ListenerError: Error, CustomStringConvertible {
 
 /// The `serve` composition. Started in this order, stopped in reverse:
 /// store writer → retention → delivery → admin server → callback server →
-/// watchdog → status reporter → sandbox (when configured) → registrar →
-/// readiness (READY=1). At the stop: STOPPING=1, deregistration, the drain,
-/// delivery ends its attempts in flight, then the store is flushed. Signals (one sequence: SIGTERM/SIGINT
+/// consumer API (when `api.enabled`) → watchdog → status reporter → sandbox
+/// (when configured) → registrar → readiness (READY=1). At the stop:
+/// STOPPING=1, deregistration, the consumer API's long polls answered and
+/// streams ended, the drain, delivery ends its attempts in flight, then the
+/// store is flushed. Signals (one sequence: SIGTERM/SIGINT
 /// stop, SIGHUP reloads) are handled beside the parts when `signals` is given;
 /// in-process callers use `stop()` and `reload()` instead.
 public final class ListenerService: Sendable {
@@ -34,6 +36,7 @@ public final class ListenerService: Sendable {
     private let reloader: LiveReload
     private let signals: ProcessSignals?
     private let callbackServer: CallbackServerPart
+    private let consumerAPI: ConsumerAPIPart?
     private let adminServer: AdminServerPart?
     private let sandbox: SandboxPart?
     private let readiness: ReadinessPart
@@ -113,6 +116,8 @@ public final class ListenerService: Sendable {
         parts.append(delivery)
         if let adminServer { parts.append(adminServer) }
         parts.append(callbackServer)
+        let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, metrics: metrics, logger: logger)
+        if let consumerAPI { parts.append(consumerAPI) }
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))
         parts.append(StatusReporterPart(notifier: notifier, server: callbackServer, registrar: registrar, metrics: metrics))
         if let sandbox { parts.append(sandbox) }
@@ -125,6 +130,7 @@ public final class ListenerService: Sendable {
             logLevel: logLevel, notifier: notifier, logger: logger
         )
         self.callbackServer = callbackServer
+        self.consumerAPI = consumerAPI
         self.adminServer = adminServer
         self.sandbox = sandbox
         self.readiness = readiness
@@ -173,6 +179,8 @@ public final class ListenerService: Sendable {
 
     /// The exit status after a fatal store failure (EX_TEMPFAIL): systemd restarts on it.
     public static let storeFailureExitStatus: Int32 = 75
+    /// The consumer API's port, once listening (nil when `api.enabled` is false).
+    public var consumerAPIPort: Int? { consumerAPI?.localPort }
     /// The admin port, once listening.
     public var adminPort: Int? { adminServer?.server.localPort }
     /// The in-process sandbox, when it runs.

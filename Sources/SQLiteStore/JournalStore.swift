@@ -596,6 +596,9 @@ final class JournalReader: CallbackReader, @unchecked Sendable {
     func callbacks(after id: Int64, limit: Int, includeDuplicates: Bool) throws(CallbackStoreError) -> [StoredCallback] {
         try store.callbacks(after: id, limit: limit, includeDuplicates: includeDuplicates)
     }
+    func page(after id: Int64, matching filter: CallbackFilter, limit: Int) throws(CallbackStoreError) -> CallbackPage {
+        try store.page(after: id, matching: filter, limit: limit)
+    }
     func stats() throws(CallbackStoreError) -> CallbackStats { try store.stats() }
     func lastID() throws(CallbackStoreError) -> Int64 { try store.lastID() }
 

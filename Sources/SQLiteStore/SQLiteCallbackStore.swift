@@ -251,6 +251,33 @@ public final class SQLiteCallbackStore: CallbackReader, @unchecked Sendable {
         }
     }
 
+    /// The consumer cursor: the page and the highest id read in one read transaction, so `next`
+    /// and the page are one view. Filters use the indexes (see `SQL.page`).
+    public func page(after id: Int64, matching filter: CallbackFilter, limit: Int) throws(CallbackStoreError) -> CallbackPage {
+        guard limit > 0 else { return CallbackPage(callbacks: [], next: id) }
+        return try withConnection { connection throws(CallbackStoreError) in
+            try connection.transaction(.deferred) { () throws(CallbackStoreError) in
+                let rows = try connection.withStatement(SQL.page(filter)) { statement throws(CallbackStoreError) in
+                    try statement.bind(1, id)
+                    try statement.bind(2, filter.service)
+                    try statement.bind(3, filter.requestID)
+                    try statement.bind(4, filter.deviceID)
+                    try statement.bind(5, filter.since)
+                    try statement.bind(6, limit)
+                    var rows: [StoredCallback] = []
+                    while try statement.step() { rows.append(try read(statement)) }
+                    return rows
+                }
+                if rows.count == limit, let last = rows.last { return CallbackPage(callbacks: rows, next: last.id) }
+                let highest = try connection.scalarInt64("SELECT max(id) FROM callbacks") ?? 0
+                return CallbackPage(callbacks: rows, next: max(id, highest))
+            }
+        }
+    }
+
+    /// The statement `page` runs for `filter`, for query-plan tests.
+    static func pageQuery(_ filter: CallbackFilter) -> String { SQL.page(filter) }
+
     public func lastID() throws(CallbackStoreError) -> Int64 {
         try withConnection { connection throws(CallbackStoreError) in
             try connection.scalarInt64("SELECT max(id) FROM callbacks") ?? 0
@@ -473,6 +500,35 @@ private enum SQL {
     static func exportPage(includeDuplicates: Bool) -> String {
         let duplicates = includeDuplicates ? "" : "AND duplicate_of IS NULL"
         return "SELECT \(columns) FROM callbacks WHERE id > ?1 AND id <= ?2 \(duplicates) ORDER BY id LIMIT ?3"
+    }
+
+    /// Parameters: ?1 after (the cursor), ?2 service, ?3 request id, ?4 device id, ?5 since,
+    /// ?6 limit (always bound). One index decides each plan, the others' terms are written
+    /// (`+column`) so SQLite does not reach for them: a device id walks its `callback_devices`
+    /// rows from the cursor on, in id order (the primary key); else a request id its index
+    /// entries (a handful of rows, sorted); else the rows after the cursor in id order, which at
+    /// the head of the cursor are only the new ones (the service or time index would visit every
+    /// row of the service, or of the period, on each poll).
+    static func page(_ filter: CallbackFilter) -> String {
+        let prefixed = columns.split(separator: ",").map { "c." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+        var conditions: [String] = []
+        let from: String
+        if filter.deviceID != nil {
+            from = "callback_devices AS d CROSS JOIN callbacks AS c ON c.id = d.callback_id"
+            conditions.append("d.device_id = ?4 AND d.callback_id > ?1")
+            if filter.requestID != nil { conditions.append("+c.request_id = ?3") }
+        } else if filter.requestID != nil {
+            from = "callbacks AS c"
+            conditions.append("c.request_id = ?3 AND +c.id > ?1")
+        } else {
+            from = "callbacks AS c"
+            conditions.append("c.id > ?1")
+        }
+        if filter.service != nil { conditions.append("+c.service = ?2") }
+        if filter.since != nil { conditions.append("+c.received_at >= ?5") }
+        if !filter.includeDuplicates { conditions.append("c.duplicate_of IS NULL") }
+        let order = filter.deviceID != nil ? "d.callback_id" : "c.id"
+        return "SELECT \(prefixed) FROM \(from) WHERE \(conditions.joined(separator: " AND ")) ORDER BY \(order) LIMIT ?6"
     }
 
     static let totals = "SELECT NULL, count(*), count(duplicate_of) FROM callbacks"

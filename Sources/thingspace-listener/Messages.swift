@@ -9,7 +9,7 @@ import Vocabulary
 struct Messages: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Query and export the callbacks received (reads while the service writes).",
-        subcommands: [List.self, Show.self, Export.self, Stats.self]
+        subcommands: [List.self, Show.self, Export.self, Tail.self, Stats.self]
     )
 }
 
@@ -118,6 +118,56 @@ extension Messages {
                 try output.write(line)
             }
             try output.flush()
+        }
+    }
+
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the last callbacks as JSON lines (as export does), and with --follow each new one as it is stored.",
+            discussion: """
+                Reads the database read-only beside the running service. Without --follow it prints the \
+                last --lines callbacks, oldest first, and exits; with --follow it goes on printing \
+                callbacks as the service stores them (a fraction of a second behind its 200) until \
+                interrupted.
+                """
+        )
+        @OptionGroup var database: DatabaseOptions
+        @Flag(name: [.customShort("f"), .long], help: "Keep printing new callbacks until interrupted.") var follow = false
+        @Option(help: "Only this service (e.g. CarrierService).") var service: String?
+        @Option(name: [.customShort("n"), .long], help: "How many of the last callbacks to print first.") var lines: Int = 10
+        @Flag(name: .customLong("include-duplicates"), help: "Also print repeated deliveries.") var includeDuplicates = false
+
+        /// How long one wait for new callbacks lasts before asking again.
+        static let pollWait: Duration = .seconds(1)
+
+        func validate() throws {
+            guard lines >= 0 else { throw ValidationError("--lines must be 0 or more") }
+            if let service, service.isEmpty { throw ValidationError("--service must name a service") }
+        }
+
+        func run() async throws {
+            let store = try await database.openStore()
+            let output = BufferedOutput()
+            var filter = CallbackFilter(service: service, limit: max(lines, 1), includeDuplicates: includeDuplicates)
+            // Everything up to `start` is the past: its last few, then the cursor goes on from there.
+            let start = try store.lastID()
+            if lines > 0 {
+                filter.limit = lines
+                let last = try store.query(filter).filter { $0.id <= start }.sorted { $0.id < $1.id }
+                for row in last { try output.write(row.jsonObject() + [0x0A]) }
+            }
+            try output.flush()
+            guard follow else { return }
+            var cursor = start
+            while !Task.isCancelled {
+                let page = try store.page(after: cursor, matching: filter, limit: 256)
+                for row in page.callbacks { try output.write(row.jsonObject() + [0x0A]) }
+                try output.flush()
+                cursor = page.next
+                if page.callbacks.count < 256 {
+                    _ = try await store.waitForCallbacks(after: cursor, timeout: Self.pollWait)
+                }
+            }
         }
     }
 

@@ -170,6 +170,72 @@ func callback(
     }
 
     @Test(arguments: Backend.allCases)
+    func aFilteredPageFollowsTheCursorAndItsNextPassesWhatWasExamined(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let day: Int64 = 86_400_000
+        let r = try await store.store([
+            callback("CarrierService", requestID: "x", key: "k", devices: ["d1"], at: 10 * day),
+            callback("DeviceUsage", requestID: "y", devices: ["d2"], at: 11 * day),
+            callback("CarrierService", requestID: "y", devices: ["d1", "d3"], at: 12 * day),
+            callback("CarrierService", requestID: "x", key: "k", devices: ["d1"], at: 13 * day),  // a repeat of r[0]
+            callback("CarrierService", requestID: "z", devices: ["d4"], at: 14 * day),
+        ])
+        let ids = r.map(\.id)
+        let last = ids[4]
+        func page(_ after: Int64, _ filter: CallbackFilter = CallbackFilter(), limit: Int = 10) throws -> ([Int64], Int64) {
+            let page = try store.reader.page(after: after, matching: filter, limit: limit)
+            return (page.callbacks.map(\.id), page.next)
+        }
+        // Unfiltered: first deliveries in id order; a page that is not full ends at the highest id.
+        #expect(try page(0) == ([ids[0], ids[1], ids[2], ids[4]], last))
+        #expect(try page(0, CallbackFilter(includeDuplicates: true), limit: 2) == ([ids[0], ids[1]], ids[1]))
+        #expect(try page(ids[1], CallbackFilter(includeDuplicates: true), limit: 10) == ([ids[2], ids[3], ids[4]], last))
+        // Filters: `next` passes every id examined, matching or not.
+        #expect(try page(0, CallbackFilter(service: "DeviceUsage")) == ([ids[1]], last))
+        #expect(try page(0, CallbackFilter(requestID: "y")) == ([ids[1], ids[2]], last))
+        #expect(try page(0, CallbackFilter(requestID: "x", includeDuplicates: true)) == ([ids[0], ids[3]], last))
+        #expect(try page(0, CallbackFilter(deviceID: "d1")) == ([ids[0], ids[2]], last))
+        #expect(try page(0, CallbackFilter(deviceID: "d1", includeDuplicates: true)) == ([ids[0], ids[2], ids[3]], last))
+        #expect(try page(0, CallbackFilter(service: "CarrierService", requestID: "y", deviceID: "d3")) == ([ids[2]], last))
+        #expect(try page(0, CallbackFilter(since: 12 * day)) == ([ids[2], ids[4]], last))
+        #expect(try page(0, CallbackFilter(requestID: "none")) == ([], last))
+        // A full page ends at its last callback; the next one goes on from there.
+        #expect(try page(0, CallbackFilter(deviceID: "d1"), limit: 1) == ([ids[0]], ids[0]))
+        #expect(try page(ids[0], CallbackFilter(deviceID: "d1"), limit: 1) == ([ids[2]], ids[2]))
+        #expect(try page(ids[2], CallbackFilter(deviceID: "d1"), limit: 1) == ([], last))
+        // Past the end, or asking for nothing: the cursor stays.
+        #expect(try page(last + 100) == ([], last + 100))
+        #expect(try page(ids[1], limit: 0) == ([], ids[1]))
+        // Later callbacks come after the cursor that was handed out.
+        let later = try await store.store([callback("DeviceUsage", requestID: "y"), callback(requestID: "w")]).map(\.id)
+        #expect(try page(last, CallbackFilter(requestID: "y")) == ([later[0]], later[1]))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func followingTheCursorWhileCallbacksAreStoredSeesEachMatchOnce(_ backend: Backend) async throws {
+        let store = try StoreUnderTest(backend)
+        let total = 300
+        async let stored = store.store((0..<total).map { callback(requestID: $0 % 3 == 0 ? "mine" : "other-\($0)") })
+        var seen: [Int64] = []
+        var cursor: Int64 = 0
+        var pages = 0
+        let deadline = ContinuousClock.now + .seconds(30)
+        while seen.count < total / 3 && ContinuousClock.now < deadline {
+            let page = try store.reader.page(after: cursor, matching: CallbackFilter(requestID: "mine"), limit: 7)
+            #expect(page.next >= cursor)
+            seen += page.callbacks.map(\.id)
+            cursor = page.next
+            pages += 1
+            if page.callbacks.isEmpty { _ = try await store.reader.waitForCallbacks(after: cursor, timeout: .milliseconds(200)) }
+        }
+        let receipts = try await stored
+        let expected = receipts.enumerated().filter { $0.offset % 3 == 0 }.map(\.element.id)
+        #expect(seen == expected)
+        #expect(pages > 1)
+        #expect(try store.reader.page(after: cursor, matching: CallbackFilter(requestID: "mine"), limit: 7).callbacks.isEmpty)
+    }
+
+    @Test(arguments: Backend.allCases)
     func statsCountByServiceStatusAndDay(_ backend: Backend) async throws {
         let store = try StoreUnderTest(backend)
         let day: Int64 = 86_400_000

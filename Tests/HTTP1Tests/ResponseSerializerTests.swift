@@ -139,6 +139,60 @@ import Testing
         #expect(buffer.suffix(body.count).elementsEqual(body))
     }
 
+    private func streamHead(
+        _ response: HTTPResponse, version: HTTPVersion = .http1_1, keepAlive: Bool = true
+    ) -> String {
+        var buffer: [UInt8] = []
+        HTTPResponseSerializer.serializeStreamHead(
+            response, version: version, keepAlive: keepAlive, framing: HTTPResponseSerializer.streamFraming(for: version), into: &buffer)
+        var text = String(decoding: buffer, as: UTF8.self)
+        guard let date = text.firstRange(of: "\r\nDate: ") else { return text }
+        let end = text.index(date.upperBound, offsetBy: 29)
+        text.replaceSubrange(date.upperBound..<end, with: "<date>")
+        return text
+    }
+
+    @Test func streamHeadSaysChunkedAndNeverALength() {
+        let response = HTTPResponse(
+            status: .ok, headers: ["Content-Type": "text/event-stream", "Content-Length": "5", "Transfer-Encoding": "gzip"],
+            body: Array("not written".utf8))
+        #expect(
+            streamHead(response) == """
+                HTTP/1.1 200 OK\r
+                Content-Type: text/event-stream\r
+                Date: <date>\r
+                Transfer-Encoding: chunked\r
+                \r
+
+                """)
+        #expect(streamHead(response, keepAlive: false).hasSuffix("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"))
+    }
+
+    @Test func streamHeadForHTTP10IsUnframedAndCloses() {
+        let head = streamHead(HTTPResponse(status: .ok), version: .http1_0, keepAlive: true)
+        #expect(!head.contains("Transfer-Encoding"))
+        #expect(head.hasSuffix("Connection: close\r\n\r\n"))
+        #expect(!streamHead(HTTPResponse(status: .noContent)).contains("Transfer-Encoding"))
+    }
+
+    @Test(arguments: [(1, "1"), (10, "a"), (255, "ff"), (4096, "1000"), (65_537, "10001")])
+    func chunksAreFramedWithTheirSizeInHex(_ size: Int, _ hex: String) {
+        let piece = [UInt8](repeating: 0x78, count: size)
+        var buffer: [UInt8] = []
+        HTTPResponseSerializer.appendChunk(piece, framing: .chunked, into: &buffer)
+        #expect(buffer == Array("\(hex)\r\n".utf8) + piece + [13, 10])
+        var raw: [UInt8] = []
+        HTTPResponseSerializer.appendChunk(piece, framing: .untilClose, into: &raw)
+        #expect(raw == piece)
+    }
+
+    @Test func anEmptyPieceIsNoChunkAndTheLastChunkEndsTheBody() {
+        var buffer: [UInt8] = []
+        HTTPResponseSerializer.appendChunk([], framing: .chunked, into: &buffer)
+        #expect(buffer.isEmpty)
+        #expect(HTTPResponseSerializer.lastChunk == Array("0\r\n\r\n".utf8))
+    }
+
     @Test func continue100IsExact() {
         #expect(HTTPResponseSerializer.continue100 == Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
     }

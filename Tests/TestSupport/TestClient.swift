@@ -181,6 +181,72 @@ public final class TestClient {
         return response
     }
 
+    /// Reads a response head only (status and headers): for streamed bodies, read next with
+    /// `readChunk()`.
+    public func readHead() throws -> ClientResponse {
+        var headEnd: Int?
+        for _ in 0..<10_000 {
+            if let end = findHeadEnd() {
+                headEnd = end
+                break
+            }
+            try fill()
+        }
+        guard let headEnd else { throw TestClientError.malformed("head never ended") }
+        let headText = String(decoding: pending[0..<headEnd], as: UTF8.self)
+        pending.removeFirst(headEnd + 4)
+        var lines = headText.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
+        let statusLine = lines.removeFirst()
+        let parts = statusLine.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
+            throw TestClientError.malformed(statusLine)
+        }
+        var headers: [(name: String, value: String)] = []
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { throw TestClientError.malformed(line) }
+            headers.append((String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
+        }
+        return ClientResponse(status: status, headers: headers, body: [])
+    }
+
+    /// Reads one chunk of a chunked body; nil for the last chunk (its trailer section read too).
+    public func readChunk() throws -> [UInt8]? {
+        let sizeLine = try readLine()
+        let sizeText = sizeLine.split(separator: ";").first.map(String.init) ?? ""
+        guard let size = Int(sizeText, radix: 16) else { throw TestClientError.malformed("chunk size line \(sizeLine)") }
+        if size == 0 {
+            while try !readLine().isEmpty {}  // trailers, then the empty line
+            return nil
+        }
+        for _ in 0..<100_000 where pending.count < size + 2 { try fill() }
+        guard pending.count >= size + 2 else { throw TestClientError.timedOut }
+        let chunk = Array(pending[0..<size])
+        guard pending[size] == 13, pending[size + 1] == 10 else { throw TestClientError.malformed("chunk without CRLF") }
+        pending.removeFirst(size + 2)
+        return chunk
+    }
+
+    /// Reads until the peer closes, returning everything after what was consumed.
+    public func readToEnd() throws -> [UInt8] {
+        while true {
+            do { try fill() } catch TestClientError.closedByPeer { break }
+        }
+        defer { pending = [] }
+        return pending
+    }
+
+    private func readLine() throws -> String {
+        for _ in 0..<100_000 {
+            if pending.count >= 2, let index = (0..<(pending.count - 1)).first(where: { pending[$0] == 13 && pending[$0 + 1] == 10 }) {
+                let line = String(decoding: pending[0..<index], as: UTF8.self)
+                pending.removeFirst(index + 2)
+                return line
+            }
+            try fill()
+        }
+        throw TestClientError.malformed("line never ended")
+    }
+
     private func findHeadEnd() -> Int? {
         guard pending.count >= 4 else { return nil }
         for index in 0...(pending.count - 4)

@@ -20,3 +20,12 @@ public func onThreads<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (In
     done.wait()
     return results.withLock { all in (0..<count).map { all[$0]! } }
 }
+
+/// Runs blocking work (a socket read, a wait) on a thread of its own and awaits it: the
+/// concurrency pool, as wide as the machine, stays free for the tasks of the code under test.
+public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
+        let thread = Thread { done.resume(with: Result { try body() }) }
+        thread.start()
+    }
+}

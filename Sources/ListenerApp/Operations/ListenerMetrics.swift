@@ -33,6 +33,8 @@ public final class ListenerMetrics: Sendable {
     private let batchSize: CoreMetrics.Recorder
     private let openConnections: CoreMetrics.Gauge
     private let registrationState: [RegistrationStateName: CoreMetrics.Gauge]
+    private let consumerStreams: CoreMetrics.Gauge
+    private let consumerLongPolls: CoreMetrics.Gauge
 
     public enum RegistrationStateName: String, Sendable, CaseIterable {
         case off, registering, registered, failed, deregistered
@@ -70,6 +72,8 @@ public final class ListenerMetrics: Sendable {
             uniqueKeysWithValues: RegistrationStateName.allCases.map {
                 ($0, CoreMetrics.Gauge(label: "registration_state", dimensions: [("state", $0.rawValue)], factory: factory))
             })
+        consumerStreams = CoreMetrics.Gauge(label: "consumer_api_open_streams", factory: factory)
+        consumerLongPolls = CoreMetrics.Gauge(label: "consumer_api_waiting_long_polls", factory: factory)
     }
 
     func responded(status: Int) { (responses[status] ?? otherResponses).increment() }
@@ -96,6 +100,12 @@ public final class ListenerMetrics: Sendable {
     func setOpenConnections(_ count: Int) { openConnections.record(count) }
     func setRegistrationState(_ state: RegistrationStateName) {
         for (name, gauge) in registrationState { gauge.record(name == state ? 1 : 0) }
+    }
+
+    /// The consumer API's open streams and waiting long polls.
+    func setConsumerAPILoad(streams: Int, longPolls: Int) {
+        consumerStreams.record(streams)
+        consumerLongPolls.record(longPolls)
     }
 
     /// The Prometheus text exposition.

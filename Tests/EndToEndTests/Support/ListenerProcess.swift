@@ -97,9 +97,15 @@ final class ListenerProcess: @unchecked Sendable {
 
     /// The callback port, found from the process: its listening sockets, the
     /// one that answers like the intake (a JSON `error`) rather than like the
-    /// admin listener or the sandbox. The tests bind port 0.
+    /// admin listener, the consumer API (which asks for a bearer token) or the
+    /// sandbox. The tests bind port 0.
     func waitForCallbackPort(timeout: Duration = .seconds(20)) throws -> Int {
-        try waitForPort("callback", timeout: timeout) { $0.bodyText.hasPrefix("{\"error\":") }
+        try waitForPort("callback", timeout: timeout) { $0.bodyText.hasPrefix("{\"error\":") && $0.header("WWW-Authenticate") == nil }
+    }
+
+    /// The consumer API's port: the listening socket that asks for a bearer token.
+    func waitForConsumerAPIPort(timeout: Duration = .seconds(20)) throws -> Int {
+        try waitForPort("consumer API", timeout: timeout) { $0.status == 401 && $0.header("WWW-Authenticate")?.hasPrefix("Bearer") == true }
     }
 
     /// The admin port: the listening socket that answers `/healthz` as the admin listener does.
