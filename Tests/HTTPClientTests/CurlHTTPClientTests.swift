@@ -166,3 +166,52 @@ struct CurlHTTPClientLoopbackTests {
         #expect(try client.send(.init(method: .post, url: server.url, body: Array("small".utf8))).status == 200)
     }
 }
+
+/// `send(_:completion:)`, as the delivery workers use it: the completion on the transfer's thread.
+@Suite("libcurl HTTP client, completion handlers")
+struct CurlCompletionSendTests {
+    func send(_ client: CurlHTTPClient, _ request: CurlHTTPClient.Request) async -> Result<CurlHTTPClient.Response, CurlTransportError> {
+        await withCheckedContinuation { done in client.send(request) { done.resume(returning: $0) } }
+    }
+
+    @Test func manyTransfersAreInFlightAtOnceAndEachGetsItsOwnAnswer() async throws {
+        let parallel = 40
+        let server = try LoopbackServer(holdUntil: parallel)
+        defer { server.stop() }
+        let client = CurlHTTPClient(maxIdleHandles: parallel)
+        let url = server.url
+        let bodies = await withTaskGroup(of: (Int, String?).self) { group in
+            for index in 0..<parallel {
+                group.addTask {
+                    let result = await send(client, .init(method: .post, url: url + "/\(index)", body: Array("body \(index)".utf8)))
+                    return (index, (try? result.get()).map { String(decoding: $0.body, as: UTF8.self) })
+                }
+            }
+            var bodies: [Int: String?] = [:]
+            for await (index, body) in group { bodies[index] = body }
+            return bodies
+        }
+        #expect(server.maxOpen == parallel, "all open at once")
+        for index in 0..<parallel { #expect(bodies[index] == "body \(index)", "the echo of request \(index)") }
+        #expect(Set(server.seen.map(\.target)) == Set((0..<parallel).map { "/\($0)" }))
+        // The connections are kept: a second round opens none.
+        let connections = Set(server.seen.map(\.connectionID))
+        for index in 0..<10 { _ = await send(client, .init(method: .get, url: url + "/again\(index)")) }
+        #expect(Set(server.seen.map(\.connectionID)).isSubset(of: connections))
+    }
+
+    @Test func transportErrorsAndTimeoutsComeBackTyped() async throws {
+        let refused = try SilentSocket(listening: false)
+        let silent = try SilentSocket(listening: true)
+        let client = CurlHTTPClient(connectTimeout: .seconds(2), totalTimeout: .milliseconds(300))
+        let failures = [
+            await send(client, .init(method: .get, url: "http://127.0.0.1:\(refused.port)/x")),
+            await send(client, .init(method: .post, url: "http://127.0.0.1:\(silent.port)/x", body: Array("{}".utf8))),
+            await send(client, .init(method: .get, url: "ftp://127.0.0.1/x")),
+        ].map { result -> CurlTransportError.Kind? in
+            if case .failure(let error) = result { return error.kind }
+            return nil
+        }
+        #expect(failures == [.couldNotConnect, .timedOut, .invalidRequest])
+    }
+}
