@@ -103,7 +103,10 @@ final class Engine: @unchecked Sendable {
     /// The indexer takes at most this many records per transaction.
     static let indexBatch = 4096
     /// How often the indexer checkpoints SQLite and deletes journal segments it no longer needs.
-    static let checkpointInterval: Duration = .seconds(1)
+    /// Often, so that each checkpoint's writes and fsyncs are small: once a second, the database
+    /// file's fsync held the journal's fdatasync back for 30–40 ms (the p99); every 20 ms, about
+    /// 5 ms (bench/RESULTS.md, "The checkpoint's tail").
+    static let checkpointInterval: Duration = .milliseconds(20)
     static let idleTick: TimeInterval = 0.5
 
     let databasePath: String
