@@ -538,25 +538,10 @@ final class NotifySocket {
 /// only monitoring thread in waitpid, and systemd-socket-activate closes every
 /// inherited descriptor before it execs the listener.
 final class Subprocess {
-    /// Shared with the pipe's reading handler.
-    private final class Lines: Sendable {
-        let state = Mutex<(lines: [String], partial: Data)>(([], Data()))
-        func append(_ chunk: Data) {
-            state.withLock { state in
-                state.partial.append(chunk)
-                while let newline = state.partial.firstIndex(of: 0x0A) {
-                    state.lines.append(String(decoding: state.partial[state.partial.startIndex..<newline], as: UTF8.self))
-                    state.partial.removeSubrange(state.partial.startIndex...newline)
-                }
-            }
-        }
-    }
-
     let pid: pid_t
     let name: String
-    private let lines = Lines()
     private var input: Int32
-    private let reader: FileHandle
+    private let output: PipeLines
     private var exitStatus: Int32?
 
     init(_ executable: String, _ arguments: [String]) throws {
@@ -590,14 +575,10 @@ final class Subprocess {
         }
         pid = child
         input = inputPipe[1]
-        reader = FileHandle(fileDescriptor: outputPipe[0], closeOnDealloc: true)
-        reader.readabilityHandler = { [lines] handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil } else { lines.append(chunk) }
-        }
+        output = PipeLines(reading: FileHandle(fileDescriptor: outputPipe[0], closeOnDealloc: true))
     }
 
-    var outputLines: [String] { lines.state.withLock { $0.lines } }
+    var outputLines: [String] { output.lines }
 
     /// Whether the child still runs; reaps it (without blocking) once it has exited.
     var isRunning: Bool {

@@ -7,8 +7,7 @@ import Testing
 /// verified events on stdout, "listening on", refusals and the last words on stderr.
 final class ReceiveTestProcess: @unchecked Sendable {
     enum Stream { case stdout, stderr }
-    private final class Lines: Sendable { let state = Mutex<(stdout: [String], stderr: [String])>(([], [])) }
-    private let lines = Lines()
+    private let streams: (stdout: PipeLines, stderr: PipeLines)
     let process = Process()
     private let pipes = (stdout: Pipe(), stderr: Pipe())
     private(set) var port = 0
@@ -21,32 +20,11 @@ final class ReceiveTestProcess: @unchecked Sendable {
         process.environment = env
         process.standardOutput = pipes.stdout
         process.standardError = pipes.stderr
-        for (pipe, stream) in [(pipes.stdout, Stream.stdout), (pipes.stderr, .stderr)] {
-            let partial = Mutex(Data())
-            pipe.fileHandleForReading.readabilityHandler = { [lines] handle in
-                let chunk = handle.availableData
-                guard !chunk.isEmpty else {
-                    handle.readabilityHandler = nil
-                    return
-                }
-                let complete = partial.withLock { partial -> [String] in
-                    partial.append(chunk)
-                    var found: [String] = []
-                    while let newline = partial.firstIndex(of: 0x0A) {
-                        found.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
-                        partial.removeSubrange(partial.startIndex...newline)
-                    }
-                    return found
-                }
-                lines.state.withLock { state in
-                    if stream == .stdout { state.stdout += complete } else { state.stderr += complete }
-                }
-            }
-        }
         try process.run()
+        streams = (PipeLines(reading: pipes.stdout.fileHandleForReading), PipeLines(reading: pipes.stderr.fileHandleForReading))
     }
 
-    func lines(_ stream: Stream) -> [String] { lines.state.withLock { stream == .stdout ? $0.stdout : $0.stderr } }
+    func lines(_ stream: Stream) -> [String] { stream == .stdout ? streams.stdout.lines : streams.stderr.lines }
 
     /// Waits for a line of `stream` containing `text`.
     @discardableResult

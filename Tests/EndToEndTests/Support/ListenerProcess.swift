@@ -33,9 +33,9 @@ enum ProcessError: Error, CustomStringConvertible {
 /// line by line (tests assert on logs, and that no secret is in them).
 final class ListenerProcess: @unchecked Sendable {
     let process = Process()
-    /// Shared with the pipe's reading handler.
-    private final class Output: Sendable { let state = Mutex<(lines: [String], partial: Data, ended: Bool)>(([], Data(), false)) }
-    private let output = Output()
+    /// The child's stderr (its log) line by line, and its stdout drained.
+    private let stderrLines: PipeLines
+    private let stdoutLines: PipeLines
     private let stderrPipe = Pipe()
     private let stdoutPipe = Pipe()
 
@@ -52,32 +52,16 @@ final class ListenerProcess: @unchecked Sendable {
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         process.standardError = stderrPipe
         process.standardOutput = stdoutPipe
-        stderrPipe.fileHandleForReading.readabilityHandler = { [output] handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                handle.readabilityHandler = nil
-                output.state.withLock { $0.ended = true }
-                return
-            }
-            output.state.withLock { output in
-                output.partial.append(chunk)
-                while let newline = output.partial.firstIndex(of: 0x0A) {
-                    output.lines.append(String(decoding: output.partial[output.partial.startIndex..<newline], as: UTF8.self))
-                    output.partial.removeSubrange(output.partial.startIndex...newline)
-                }
-            }
-        }
-        stdoutPipe.fileHandleForReading.readabilityHandler = { handle in
-            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
-        }
         guard FileManager.default.isExecutableFile(atPath: listenerBinary) else {
             throw ProcessError.didNotStart("no binary at \(listenerBinary); run `swift build` first")
         }
         try process.run()
+        stderrLines = PipeLines(reading: stderrPipe.fileHandleForReading)
+        stdoutLines = PipeLines(reading: stdoutPipe.fileHandleForReading)
     }
 
     var pid: Int32 { process.processIdentifier }
-    var logLines: [String] { output.state.withLock { $0.lines } }
+    var logLines: [String] { stderrLines.lines }
 
     /// Waits until a log line contains `text`, and returns it.
     @discardableResult
@@ -145,7 +129,7 @@ final class ListenerProcess: @unchecked Sendable {
         process.waitUntilExit()
         // The last lines may still be in the pipe: read it to its end (bounded).
         let drained = ContinuousClock.now + .seconds(5)
-        while !output.state.withLock({ $0.ended }) && ContinuousClock.now < drained { Thread.sleep(forTimeInterval: 0.01) }
+        while !stderrLines.ended && ContinuousClock.now < drained { Thread.sleep(forTimeInterval: 0.01) }
         return process.terminationStatus
     }
 
