@@ -24,13 +24,10 @@ private func post(_ client: TestClient, requestID: String) throws -> (id: Int64,
     return (id, at)
 }
 
-/// A child process whose stdout is collected line by line as it comes, by a thread of its own
-/// doing blocking reads: not a FileHandle readabilityHandler, whose teardown races libdispatch's
-/// epoll bookkeeping on Linux (swift-corelibs-libdispatch#949).
+/// A child process whose stdout is collected line by line as it comes (PipeLines).
 private final class LineReader: Sendable {
     let process = Process()
-    private final class Lines: Sendable { let state = Mutex<(complete: [String], partial: [UInt8])>(([], [])) }
-    private let lines = Lines()
+    private let lines: PipeLines
 
     init(_ arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: listenerBinary)
@@ -40,28 +37,10 @@ private final class LineReader: Sendable {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let fd = output.fileHandleForReading.fileDescriptor
-        let lines = self.lines
-        let reader = Thread {
-            var buffer = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { break }
-                lines.state.withLock { state in
-                    state.partial += buffer[0..<count]
-                    while let newline = state.partial.firstIndex(of: 0x0A) {
-                        state.complete.append(String(decoding: state.partial[..<newline], as: UTF8.self))
-                        state.partial.removeSubrange(...newline)
-                    }
-                }
-            }
-            withExtendedLifetime(output) {}
-        }
-        reader.start()
+        lines = PipeLines(reading: output.fileHandleForReading)
     }
 
-    var output: [String] { lines.state.withLock { $0.complete } }
+    var output: [String] { lines.lines }
 
     deinit {
         if process.isRunning {
