@@ -31,22 +31,7 @@ public enum HTTPResponseSerializer {
         let hasBody = !(100...199).contains(code) && code != 204 && code != 304
         buffer.reserveCapacity(buffer.count + 160 + response.headers.count * 48 + (hasBody ? response.body.count : 0))
 
-        append("HTTP/1.1 ", to: &buffer)
-        appendDecimal(code, to: &buffer)
-        buffer.append(ASCII.space)
-        appendSanitized(response.status.reason, to: &buffer)
-        append("\r\n", to: &buffer)
-
-        for field in response.headers where !isOwnedBySerializer(field.name) {
-            appendSanitized(field.name, to: &buffer)
-            append(": ", to: &buffer)
-            appendSanitized(field.value, to: &buffer)
-            append("\r\n", to: &buffer)
-        }
-
-        append("Date: ", to: &buffer)
-        DateCache.appendCurrent(to: &buffer)
-        append("\r\n", to: &buffer)
+        appendStatusLineAndFields(of: response, to: &buffer)
         if hasBody {
             append("Content-Length: ", to: &buffer)
             appendDecimal(response.body.count, to: &buffer)
@@ -59,6 +44,25 @@ public enum HTTPResponseSerializer {
         }
         append("\r\n", to: &buffer)
         if hasBody { buffer.append(contentsOf: response.body) }
+    }
+
+    /// The status line, the response's own fields (sanitised, minus those the serializer owns)
+    /// and Date: what a whole response and a streamed one share.
+    private static func appendStatusLineAndFields(of response: HTTPResponse, to buffer: inout [UInt8]) {
+        append("HTTP/1.1 ", to: &buffer)
+        appendDecimal(response.status.code, to: &buffer)
+        buffer.append(ASCII.space)
+        appendSanitized(response.status.reason, to: &buffer)
+        append("\r\n", to: &buffer)
+        for field in response.headers where !isOwnedBySerializer(field.name) {
+            appendSanitized(field.name, to: &buffer)
+            append(": ", to: &buffer)
+            appendSanitized(field.value, to: &buffer)
+            append("\r\n", to: &buffer)
+        }
+        append("Date: ", to: &buffer)
+        DateCache.appendCurrent(to: &buffer)
+        append("\r\n", to: &buffer)
     }
 
     /// How a streamed body is delimited.
@@ -87,20 +91,7 @@ public enum HTTPResponseSerializer {
         let code = response.status.code
         let hasBody = !(100...199).contains(code) && code != 204 && code != 304
         buffer.reserveCapacity(buffer.count + 160 + response.headers.count * 48)
-        append("HTTP/1.1 ", to: &buffer)
-        appendDecimal(code, to: &buffer)
-        buffer.append(ASCII.space)
-        appendSanitized(response.status.reason, to: &buffer)
-        append("\r\n", to: &buffer)
-        for field in response.headers where !isOwnedBySerializer(field.name) {
-            appendSanitized(field.name, to: &buffer)
-            append(": ", to: &buffer)
-            appendSanitized(field.value, to: &buffer)
-            append("\r\n", to: &buffer)
-        }
-        append("Date: ", to: &buffer)
-        DateCache.appendCurrent(to: &buffer)
-        append("\r\n", to: &buffer)
+        appendStatusLineAndFields(of: response, to: &buffer)
         if hasBody && framing == .chunked { append("Transfer-Encoding: chunked\r\n", to: &buffer) }
         if !keepAlive || (hasBody && framing == .untilClose) {
             append("Connection: close\r\n", to: &buffer)

@@ -186,15 +186,7 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
     }
 
     public func record(destination: String, callbackID: Int64) throws(CallbackStoreError) -> DeliveryRecord? {
-        try withConnection { connection throws(CallbackStoreError) in
-            try connection.withStatement(
-                "SELECT \(Self.columns) FROM deliveries WHERE destination = ?1 AND callback_id = ?2"
-            ) { statement throws(CallbackStoreError) in
-                try statement.bind(1, destination)
-                try statement.bind(2, callbackID)
-                return try statement.step() ? try Self.record(statement) : nil
-            }
-        }
+        try withConnection { connection throws(CallbackStoreError) in try Self.find(destination, callbackID, in: connection) }
     }
 
     public func list(_ filter: DeliveryFilter) throws(CallbackStoreError) -> [DeliveryRecord] {
@@ -278,7 +270,7 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
     public func replay(_ records: [DeliveryRecord], now: Int64) throws(CallbackStoreError) -> Int {
         try write { connection throws(CallbackStoreError) in
             for var record in records {
-                if let existing = try Self.existing(record, in: connection) {
+                if let existing = try Self.find(record.destination, record.callbackID, in: connection) {
                     record.lastAttemptAt = existing.lastAttemptAt
                     record.lastStatus = existing.lastStatus
                     record.lastError = existing.lastError
@@ -394,12 +386,14 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
         }
     }
 
-    private static func existing(_ record: DeliveryRecord, in connection: SQLiteConnection) throws(CallbackStoreError) -> DeliveryRecord? {
+    private static func find(_ destination: String, _ callbackID: Int64, in connection: SQLiteConnection) throws(CallbackStoreError)
+        -> DeliveryRecord?
+    {
         try connection.withStatement(
             "SELECT \(columns) FROM deliveries WHERE destination = ?1 AND callback_id = ?2"
         ) { statement throws(CallbackStoreError) in
-            try statement.bind(1, record.destination)
-            try statement.bind(2, record.callbackID)
+            try statement.bind(1, destination)
+            try statement.bind(2, callbackID)
             return try statement.step() ? try Self.record(statement) : nil
         }
     }

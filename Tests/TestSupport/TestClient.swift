@@ -145,30 +145,8 @@ public final class TestClient {
 
     /// Reads one response (a `100 Continue` counts as one).
     public func readResponse() throws -> ClientResponse {
-        var headEnd: Int?
-        for _ in 0..<10_000 {
-            if let end = findHeadEnd() {
-                headEnd = end
-                break
-            }
-            try fill()
-        }
-        guard let headEnd else { throw TestClientError.malformed("head never ended") }
-        let headText = String(decoding: pending[0..<headEnd], as: UTF8.self)
-        pending.removeFirst(headEnd + 4)
-        var lines = headText.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
-        let statusLine = lines.removeFirst()
-        let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
-            throw TestClientError.malformed(statusLine)
-        }
-        var headers: [(name: String, value: String)] = []
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { throw TestClientError.malformed(line) }
-            let value = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
-            headers.append((String(line[..<colon]), value))
-        }
-        var response = ClientResponse(status: status, headers: headers, body: [])
+        var response = try readHead()
+        let status = response.status
         if status >= 200, status != 204, status != 304 {
             guard let lengthText = response.header("Content-Length"), let length = Int(lengthText) else {
                 throw TestClientError.malformed("no Content-Length")

@@ -59,24 +59,25 @@ final class DeliveryMetrics: Sendable {
     }
 
     private func counter(_ label: String, _ destination: String, _ extra: (String, String)? = nil) -> CoreMetrics.Counter {
-        let dimensions = [("destination", destination)] + (extra.map { [$0] } ?? [])
-        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
-        return counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(label: label, dimensions: dimensions, factory: factory)
-            counters[key] = counter
-            return counter
-        }
+        series(counters, label, destination, extra) { CoreMetrics.Counter(label: label, dimensions: $0, factory: factory) }
     }
 
     private func gauge(_ label: String, _ destination: String, _ extra: (String, String)? = nil) -> CoreMetrics.Gauge {
+        series(gauges, label, destination, extra) { CoreMetrics.Gauge(label: label, dimensions: $0, factory: factory) }
+    }
+
+    /// The series of `label` for the destination (and one more dimension), made on first use.
+    private func series<Metric>(
+        _ cache: borrowing Mutex<[String: Metric]>, _ label: String, _ destination: String, _ extra: (String, String)?,
+        make: ([(String, String)]) -> Metric
+    ) -> Metric {
         let dimensions = [("destination", destination)] + (extra.map { [$0] } ?? [])
         let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
-        return gauges.withLock { gauges in
-            if let gauge = gauges[key] { return gauge }
-            let gauge = CoreMetrics.Gauge(label: label, dimensions: dimensions, factory: factory)
-            gauges[key] = gauge
-            return gauge
+        return cache.withLock { cache in
+            if let metric = cache[key] { return metric }
+            let metric = make(dimensions)
+            cache[key] = metric
+            return metric
         }
     }
 }
