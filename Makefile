@@ -6,9 +6,9 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 # Debian packages each goal needs; `make deps-*` installs the missing ones.
-RUN_PACKAGES := libcurl4-openssl-dev libsqlite3-dev sqlite3
-TEST_PACKAGES := $(RUN_PACKAGES) curl systemd
-BENCH_PACKAGES := $(RUN_PACKAGES) wrk nginx-light curl time
+RUN_PACKAGES := libcurl4-openssl-dev libsqlite3-dev sqlite3 libpq-dev
+TEST_PACKAGES := $(RUN_PACKAGES) curl systemd postgresql
+BENCH_PACKAGES := $(RUN_PACKAGES) wrk nginx-light curl time postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 define apt_install

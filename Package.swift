@@ -31,6 +31,7 @@ let package = Package(
         // libcurl is loaded on first use (see CCurl.h), so it is not linked.
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CSQLite", linkerSettings: [.linkedLibrary("sqlite3")]),
+        .target(name: "CPostgreSQL", linkerSettings: [.linkedLibrary("pq")]),
 
         .target(name: "HTTP1", swiftSettings: strict),
         // Strict RFC 8259 scanner, writer and string escaping: every JSON byte the
@@ -53,6 +54,13 @@ let package = Package(
         .target(
             name: "SQLiteStore",
             dependencies: ["CallbackStore", "CSQLite", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The shared backend for several instances: PostgreSQL through libpq (group commit, repeats found
+        // by a constraint, claims with SKIP LOCKED), and the leader lease and heartbeats that share duties.
+        .target(
+            name: "PostgresStore",
+            dependencies: ["CallbackStore", "CPostgreSQL", "JSON", "Vocabulary", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // The libcurl client every outbound caller shares, and the retry policy.
@@ -169,6 +177,13 @@ let package = Package(
                 "Delivery", "CallbackStore", "SQLiteStore", "HTTPServer", "HTTP1", "HTTPClient", "JSON", "Vocabulary", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // Against a private PostgreSQL server (TestSupport's PostgreSQLServer): the connection, the schema,
+        // leadership and heartbeats. What every backend promises is in CallbackStoreContractTests.
+        .testTarget(
+            name: "PostgresStoreTests",
+            dependencies: ["PostgresStore", "CallbackStore", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "JSONTests", dependencies: ["JSON"], swiftSettings: strict),

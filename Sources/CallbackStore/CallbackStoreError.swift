@@ -19,6 +19,9 @@ public enum CallbackStoreError: Error, Sendable, Hashable, CustomStringConvertib
     case busy(message: String)
     /// The file is damaged, or a row holds data this program did not write.
     case corrupt(message: String)
+    /// The database server cannot be reached or is not taking writes (down, restarting, failing
+    /// over); the store reconnects by itself.
+    case unavailable(message: String)
     /// The store or the writer was closed.
     case closed
     /// Any other failure of the backend, in its own words.
@@ -44,6 +47,8 @@ public enum CallbackStoreError: Error, Sendable, Hashable, CustomStringConvertib
             "the callback database stayed locked (\(message)); end any long sqlite3 session that writes to it"
         case .corrupt(let message):
             "the callback database is damaged (\(message)); restore it from a backup or move it aside"
+        case .unavailable(let message):
+            "the callback database is unavailable (\(message)); storing resumes by itself once it answers again"
         case .closed:
             "the callback store is closed"
         case .backend(let message):
