@@ -234,7 +234,8 @@ public final class PostgreSQLConnection {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             return PostgreSQLRows(result: result)
         default:
-            let state = PQresultErrorField(result, 67 /* PG_DIAG_SQLSTATE, 'C' */).map { String(cString: $0) }
+            // 67 is PG_DIAG_SQLSTATE (the character C), a macro Swift does not import.
+            let state = PQresultErrorField(result, 67).map { String(cString: $0) }
             let message = Self.trimmed(PQresultErrorMessage(result))
             PQclear(result)
             throw PostgreSQLError(sqlState: state, message: message.isEmpty ? "statement failed" : message, connectionLost: !isUsable)

@@ -152,7 +152,7 @@ public final class PostgreSQLServer: Sendable {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         var pid: pid_t = 0
         let cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
+        defer { for argument in cArguments { free(argument) } }
         let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
         guard spawned == 0 else { throw CommandFailed(command: argv[0], output: String(cString: strerror(spawned))) }
         var status: Int32 = 0
