@@ -93,7 +93,8 @@ let package = Package(
         .target(
             name: "ListenerApp",
             dependencies: [
-                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "Delivery", "ThingSpace", "ThingSpaceSandbox", "JSON",
+                "HTTP1", "HTTPServer", "HTTPClient", "CallbackStore", "SQLiteStore", "PostgresStore", "Delivery", "ThingSpace",
+                "ThingSpaceSandbox", "JSON",
                 "Vocabulary",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -107,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "SQLiteStore", "Delivery", "HTTPClient", "HTTPServer", "HTTP1", "ThingSpace",
+                "ListenerApp", "CallbackStore", "SQLiteStore", "PostgresStore", "Delivery", "HTTPClient", "HTTPServer", "HTTP1", "ThingSpace",
                 "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +135,9 @@ let package = Package(
         // The same tests for every backend: what the store API promises.
         .testTarget(
             name: "CallbackStoreContractTests",
-            dependencies: ["CallbackStore", "SQLiteStore", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CallbackStore", "SQLiteStore", "PostgresStore", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

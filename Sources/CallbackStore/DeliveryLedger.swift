@@ -97,6 +97,11 @@ public struct DeliveryBacklog: Sendable, Hashable {
 }
 
 public protocol DeliveryLedger: AnyObject, Sendable {
+    /// True when several instances take work from this ledger (a shared database): `due` then claims
+    /// what it returns, for a lease, so that each attempt is made by one instance at a time, and
+    /// only the leader feeds newly stored callbacks in as pending records.
+    var sharesWork: Bool { get }
+
     /// The highest callback id the destination has looked at: every matching callback up to it has a
     /// record. nil for a destination never seen.
     func cursor(destination: String) throws(CallbackStoreError) -> Int64?
@@ -147,5 +152,7 @@ public protocol DeliveryLedger: AnyObject, Sendable {
 }
 
 extension DeliveryLedger {
+    public var sharesWork: Bool { false }
+
     public func update(_ records: [DeliveryRecord]) throws(CallbackStoreError) { try update(records, cursor: nil) }
 }
