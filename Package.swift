@@ -108,7 +108,8 @@ let package = Package(
         .executableTarget(
             name: "thingspace-listener",
             dependencies: [
-                "ListenerApp", "CallbackStore", "SQLiteStore", "PostgresStore", "Delivery", "HTTPClient", "HTTPServer", "HTTP1", "ThingSpace",
+                "ListenerApp", "CallbackStore", "SQLiteStore", "PostgresStore", "Delivery", "HTTPClient", "HTTPServer", "HTTP1",
+                "ThingSpace",
                 "ThingSpaceSandbox", "JSON", "Vocabulary",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -136,7 +137,8 @@ let package = Package(
         .testTarget(
             name: "CallbackStoreContractTests",
             dependencies: [
-                "CallbackStore", "SQLiteStore", "PostgresStore", "Vocabulary", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "CallbackStore", "SQLiteStore", "PostgresStore", "Vocabulary", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
