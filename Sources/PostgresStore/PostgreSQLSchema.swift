@@ -65,6 +65,7 @@ public enum PostgreSQLSchema {
                 WHERE state IN ('pending', 'retrying');
             CREATE INDEX deliveries_ordering ON deliveries (destination, ordering_key, callback_id)
                 WHERE state IN ('pending', 'retrying');
+            CREATE INDEX deliveries_dead ON deliveries (destination, callback_id) WHERE state = 'dead';
             CREATE INDEX deliveries_received_at ON deliveries (received_at);
             CREATE TABLE delivery_cursors (
                 destination text PRIMARY KEY,
