@@ -1,12 +1,13 @@
 import CallbackStore
 import Foundation
+import PostgresStore
 import SQLiteStore
 import TestSupport
 import Testing
 
 /// Every ledger backend, through the protocol only.
 enum LedgerBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case memory, sqlite
+    case memory, sqlite, postgresql
     var testDescription: String { rawValue }
 }
 
@@ -25,6 +26,11 @@ final class LedgerUnderTest: Sendable {
             let path = directory.file("deliveries.sqlite")
             ledger = try SQLiteDeliveryLedger(path: path)
             self.path = path
+        case .postgresql:
+            // A database of its own per test, on the server the test process shares.
+            let url = try PostgreSQLServer.shared().makeDatabase()
+            ledger = try PostgreSQLDeliveryLedger(settings: PostgreSQLSettings(url: url), instance: "contract")
+            path = nil
         }
     }
 
