@@ -1,0 +1,164 @@
+import CallbackStore
+import Foundation
+import Logging
+@_spi(Testing) import PostgresStore
+import Synchronization
+import TestSupport
+import Testing
+
+/// What onChange was told, in order.
+final class LeadershipChanges: Sendable {
+    private let values = Mutex<[Bool]>([])
+
+    func record(_ leading: Bool) { values.withLock { $0.append(leading) } }
+
+    var all: [Bool] { values.withLock { $0 } }
+
+    /// true, false, true…: one call per change, never the same twice in a row.
+    var alternates: Bool { all.enumerated().allSatisfy { $0.element == ($0.offset % 2 == 0) } }
+}
+
+/// Coordinators on one database, each with its own application_name (to find its backend).
+struct Instances {
+    let coordinators: [InstanceCoordinator]
+    let changes: [LeadershipChanges]
+
+    init(url: String, count: Int, leaseDuration: Duration = .seconds(2), renewInterval: Duration = .milliseconds(300)) {
+        var coordinators: [InstanceCoordinator] = []
+        var changes: [LeadershipChanges] = []
+        for index in 0..<count {
+            let recorded = LeadershipChanges()
+            changes.append(recorded)
+            coordinators.append(
+                InstanceCoordinator(
+                    settings: PostgreSQLSettings(url: url, applicationName: Self.applicationName(index)), instanceID: "instance-\(index)",
+                    logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), leaseDuration: leaseDuration,
+                    renewInterval: renewInterval, onChange: { recorded.record($0) }))
+        }
+        self.coordinators = coordinators
+        self.changes = changes
+    }
+
+    static func applicationName(_ index: Int) -> String { "coordinator-test-\(index)" }
+
+    var leaders: [Int] { coordinators.indices.filter { coordinators[$0].isLeader } }
+
+    func stopAll() { for coordinator in coordinators { coordinator.stop() } }
+
+    /// Samples every 10 ms for `limit` or until `done`: the most that led at one moment.
+    func mostLeadingAtOnce(within limit: Duration, until done: () -> Bool = { false }) -> Int {
+        let deadline = ContinuousClock.now + limit
+        var most = 0
+        while ContinuousClock.now < deadline {
+            most = max(most, leaders.count)
+            if done() { break }
+            usleep(10_000)
+        }
+        return max(most, leaders.count)
+    }
+}
+
+@Suite struct InstanceCoordinatorTests {
+    @Test func ofThreeExactlyOneLeadsAndEachCountsTheOthers() throws {
+        let url = try PostgreSQLServer.shared().makeDatabase()
+        let instances = Instances(url: url, count: 3)
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        // The first to start was alone: it led when start returned, and told onChange by then.
+        #expect(instances.leaders == [0])
+        #expect(instances.changes[0].all == [true])
+        // Several renewals later, still one.
+        #expect(instances.mostLeadingAtOnce(within: .seconds(1)) == 1)
+        #expect(instances.leaders == [0])
+        #expect(instances.changes.map(\.all) == [[true], [], []])
+        for coordinator in instances.coordinators { #expect(try coordinator.otherInstancesAlive() == 2) }
+    }
+
+    @Test func aStoppedLeaderHandsOverAtOnce() throws {
+        let url = try PostgreSQLServer.shared().makeDatabase()
+        // Renewals every 5 s: a takeover within a second is the notification's.
+        let instances = Instances(url: url, count: 3, leaseDuration: .seconds(10), renewInterval: .seconds(5))
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        #expect(instances.leaders == [0])
+        let stopped = ContinuousClock.now
+        instances.coordinators[0].stop()
+        #expect(instances.changes[0].all == [true, false])
+        #expect(!instances.coordinators[0].isLeader)
+        #expect(eventually(within: .seconds(1)) { instances.leaders.count == 1 })
+        #expect(ContinuousClock.now - stopped < .seconds(1))
+        #expect(instances.mostLeadingAtOnce(within: .milliseconds(300)) == 1)
+        let next = try #require(instances.leaders.first)
+        #expect(next != 0)
+        #expect(instances.changes[next].all == [true])
+        #expect(try instances.coordinators[1].otherInstancesAlive() == 1)
+        #expect(try instances.coordinators[2].otherInstancesAlive() == 1)
+        // Idempotent.
+        instances.coordinators[0].stop()
+        #expect(instances.changes[0].all == [true, false])
+    }
+
+    @Test func anAbandonedLeaderIsSucceededWithinFifteenSecondsByTheDefaults() throws {
+        let url = try PostgreSQLServer.shared().makeDatabase()
+        let instances = Instances(url: url, count: 3, leaseDuration: .seconds(10), renewInterval: .seconds(2))
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        #expect(instances.leaders == [0])
+        let abandoned = ContinuousClock.now
+        instances.coordinators[0].abandon()
+        let most = instances.mostLeadingAtOnce(within: .seconds(15)) { instances.leaders.count == 1 }
+        let elapsed = ContinuousClock.now - abandoned
+        #expect(most <= 1)
+        #expect(instances.leaders.count == 1 && !instances.leaders.contains(0))
+        #expect(elapsed < .seconds(15))
+        // Nothing was released: the lease had to run out first.
+        #expect(elapsed > .seconds(5))
+        // Its heartbeat stays behind (as a crash's would), but goes stale.
+        #expect(try instances.coordinators[1].otherInstancesAlive() == 2)
+        for changes in instances.changes { #expect(changes.alternates) }
+    }
+
+    @Test func aLeaderWhoseSessionIsKilledReconnectsAndTwoNeverLead() throws {
+        let server = try PostgreSQLServer.shared()
+        let url = try server.makeDatabase()
+        let instances = Instances(url: url, count: 2)
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        #expect(instances.leaders == [0])
+        let name = Instances.applicationName(0)
+        let before = try server.psql("postgres", "SELECT pid FROM pg_stat_activity WHERE application_name = '\(name)'")
+        #expect(!before.isEmpty)
+        try server.psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(name)'")
+        #expect(instances.mostLeadingAtOnce(within: .seconds(3)) == 1)
+        #expect(instances.leaders.count == 1)
+        // It came back on a session of its own.
+        let after = try server.psql("postgres", "SELECT pid FROM pg_stat_activity WHERE application_name = '\(name)'")
+        #expect(!after.isEmpty && after != before)
+        for changes in instances.changes { #expect(changes.alternates) }
+    }
+
+    @Test func whenTheServerStopsTheLeaderStopsLeadingWithinItsLeaseAndLeadershipReturnsAfter() throws {
+        let server = try PostgreSQLServer()
+        let url = try server.makeDatabase()
+        let instances = Instances(url: url, count: 2)
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        #expect(instances.leaders == [0])
+        try server.stop()
+        let stopped = ContinuousClock.now
+        #expect(eventually(within: .seconds(3)) { instances.leaders.isEmpty })
+        #expect(ContinuousClock.now - stopped < .seconds(2))
+        #expect(instances.changes[0].all == [true, false])
+        #expect { try instances.coordinators[1].otherInstancesAlive() } throws: { error in
+            if case .unavailable? = error as? CallbackStoreError { return true }
+            return false
+        }
+        // Nobody leads while the server is down.
+        #expect(instances.mostLeadingAtOnce(within: .seconds(1)) == 0)
+        try server.start()
+        #expect(instances.mostLeadingAtOnce(within: .seconds(15)) { instances.leaders.count == 1 } == 1)
+        #expect(instances.leaders.count == 1)
+        #expect(instances.mostLeadingAtOnce(within: .milliseconds(500)) == 1)
+        for changes in instances.changes { #expect(changes.alternates) }
+    }
+}
