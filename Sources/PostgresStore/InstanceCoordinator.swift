@@ -18,6 +18,8 @@ public final class InstanceCoordinator: Sendable {
     private let settings: PostgreSQLSettings
     private let logger: Logger
     private let onChange: @Sendable (Bool) -> Void
+    /// For the heartbeat row: which machine, which process.
+    private let host: String
     /// The connection, used under this lock only (renewals, the notification wait, the count, stop).
     private let link = Mutex(Link())
     /// Leadership; never held across I/O, so `isLeader` and the fence never wait on the network.
@@ -58,6 +60,10 @@ public final class InstanceCoordinator: Sendable {
         self.leaseDuration = leaseDuration
         self.renewInterval = renewInterval
         self.onChange = onChange
+        // gethostname, not ProcessInfo.hostName, which may wait on DNS.
+        var name = [CChar](repeating: 0, count: 256)
+        let named = gethostname(&name, name.count - 1) == 0
+        host = named ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
         changes.setSpecific(key: onChangesQueue, value: true)
     }
 
@@ -194,31 +200,38 @@ public final class InstanceCoordinator: Sendable {
     }
 
     /// Waits until `deadline` on the connection, and returns early when a follower hears that the
-    /// leader let go, or when the connection broke (so the next renewal reconnects at once).
+    /// leader let go, or when the connection broke (so that the next renewal reconnects at once).
     private func waitForRelease(until deadline: ContinuousClock.Instant) {
         while case let now = ContinuousClock.now, now < deadline, !state.withLock({ $0.finished }) {
             let slice = min(deadline - now, Self.waitSlice)
-            let heard = link.withLock { link -> Bool? in
-                guard !link.closed, let connection = link.connection, connection.isUsable else { return nil }
+            let heard = link.withLock { link -> Heard in
+                guard !link.closed, let connection = link.connection, connection.isUsable else { return .noConnection }
                 do throws(PostgreSQLError) {
                     return try connection.notifications(waitingUpTo: slice).contains { $0.channel == Self.releaseChannel }
+                        ? .release : .nothing
                 } catch {
                     connection.close()
                     link.connection = nil
-                    return nil
+                    return .lost
                 }
             }
             switch heard {
-            case nil:
-                // No connection: the renewal reconnects (after its backoff).
-                Thread.sleep(forTimeInterval: slice.inSeconds)
-                if link.withLock({ $0.connection == nil }) { return }
-            case true?:
-                if !state.withLock({ $0.leading }) { return }
-            case false?:
-                continue
+            case .release: if !state.withLock({ $0.leading }) { return }
+            case .lost: return
+            // Between reconnection attempts: their backoff sets the deadline.
+            case .noConnection: Thread.sleep(forTimeInterval: slice.inSeconds)
+            case .nothing: continue
             }
         }
+    }
+
+    private enum Heard {
+        /// The leader let go: a follower tries at once.
+        case release
+        /// The connection just broke: reconnect at once (a killed session, a restart).
+        case lost
+        case noConnection
+        case nothing
     }
 
     /// One renewal: the heartbeat, then the lease (taken when free or expired, by the database's clock).
@@ -231,7 +244,7 @@ public final class InstanceCoordinator: Sendable {
                 """
                 INSERT INTO instances (id, host, pid) VALUES ($1, $2, $3)
                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), host = excluded.host, pid = excluded.pid
-                """, [.text(instanceID), .text(ProcessInfo.processInfo.hostName), .int(Int64(getpid()))])
+                """, [.text(instanceID), .text(host), .int(Int64(getpid()))])
             return try connection.query(
                 """
                 INSERT INTO leader (singleton, instance, expires_at) VALUES (true, $1, now() + $2 * interval '1 millisecond')

@@ -33,6 +33,8 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
 
     static let columns =
         "destination, callback_id, state, attempts, next_attempt_at, ordering_key, received_at, last_attempt_at, last_status, last_error"
+    /// The types of `columns`, for the parameters of a multi-row INSERT.
+    static let columnTypes = ["text", "bigint", "text", "integer", "bigint", "text", "bigint", "bigint", "integer", "text"]
     static let waiting = "state IN ('pending', 'retrying')"
     /// The database's clock in UTC milliseconds: leases never depend on an instance's clock.
     static let databaseNow = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
@@ -109,14 +111,17 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
         guard !records.isEmpty || cursor != nil else { return }
         let cursorMove = cursor.map { ($0.destination, $0.through) }
         try transaction { connection throws(PostgreSQLError) in
-            // The outcome ends the claim: the record is due again only by its schedule.
+            // The outcome ends the claim: the record is due again only by its schedule. A late outcome
+            // of a lease that expired is dropped while another instance holds the record, or it would
+            // end that claim in the middle of its attempt.
             try Self.insert(
-                records, into: connection,
+                records, into: connection, leading: [.text(instance)],
                 onConflict: """
                     DO UPDATE SET state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
                     ordering_key = excluded.ordering_key, received_at = excluded.received_at,
                     last_attempt_at = excluded.last_attempt_at, last_status = excluded.last_status, last_error = excluded.last_error,
                     lease_owner = NULL, lease_until = NULL
+                    WHERE deliveries.lease_until IS NULL OR deliveries.lease_owner = $1 OR deliveries.lease_until <= \(Self.databaseNow)
                     """)
             if let (destination, through) = cursorMove { try Self.moveCursor(of: destination, to: through, in: connection) }
         }
@@ -291,8 +296,9 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
 
     /// Writes `records` a few hundred rows per statement. One row per key (the last given wins, as
     /// one after the other would), in key order, so that concurrent writers lock rows in one order.
+    /// `leading`: parameters `$1…` of `onConflict`, before the rows'.
     private static func insert(
-        _ records: [DeliveryRecord], into connection: PostgreSQLConnection, onConflict: String
+        _ records: [DeliveryRecord], into connection: PostgreSQLConnection, leading: [PostgreSQLValue] = [], onConflict: String
     ) throws(PostgreSQLError) {
         guard !records.isEmpty else { return }
         var latest: [DeliveryKey: DeliveryRecord] = [:]
@@ -303,21 +309,20 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
             let chunk = ordered[start..<min(start + rowsPerInsert, ordered.count)]
             start += chunk.count
             var rows: [String] = []
-            var parameters: [PostgreSQLValue] = []
+            var parameters = leading
             for record in chunk {
                 let first = parameters.count
-                rows.append(
-                    "($\(first + 1)::text, $\(first + 2)::bigint, $\(first + 3)::text, $\(first + 4)::integer, $\(first + 5)::bigint, "
-                        + "$\(first + 6)::text, $\(first + 7)::bigint, $\(first + 8)::bigint, $\(first + 9)::integer, $\(first + 10)::text)")
+                rows.append("(" + columnTypes.enumerated().map { "$\(first + $0.offset + 1)::\($0.element)" }.joined(separator: ", ") + ")")
                 parameters += [
                     .text(record.destination), .int(record.callbackID), .text(record.state.rawValue), .int(Int64(record.attempts)),
                     optional(record.nextAttemptAt), record.orderingKey.map { .text($0) } ?? .null, .int(record.receivedAt),
-                    optional(record.lastAttemptAt), optional(record.lastStatus.map(Int64.init)), record.lastError.map { .text($0) } ?? .null,
+                    optional(record.lastAttemptAt), optional(record.lastStatus.map(Int64.init)),
+                    record.lastError.map { .text($0) } ?? .null,
                 ]
             }
+            let values = rows.joined(separator: ", ")
             try connection.query(
-                "INSERT INTO deliveries (\(columns)) VALUES \(rows.joined(separator: ", ")) ON CONFLICT (destination, callback_id) \(onConflict)",
-                parameters)
+                "INSERT INTO deliveries (\(columns)) VALUES \(values) ON CONFLICT (destination, callback_id) \(onConflict)", parameters)
         }
     }
 
@@ -335,7 +340,9 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
         for row in 0..<rows.count {
             guard let destination = rows.string(row, 0), let id = rows.int(row, 1), let stateText = rows.string(row, 2),
                 let state = DeliveryState(rawValue: stateText), let attempts = rows.int(row, 3), let receivedAt = rows.int(row, 6)
-            else { throw PostgreSQLError(sqlState: "XX001", message: "a delivery record with missing or unknown fields", connectionLost: false) }
+            else {
+                throw PostgreSQLError(sqlState: "XX001", message: "a delivery record with missing or unknown fields", connectionLost: false)
+            }
             records.append(
                 DeliveryRecord(
                     destination: destination, callbackID: id, state: state, attempts: Int(attempts), nextAttemptAt: rows.int(row, 4),

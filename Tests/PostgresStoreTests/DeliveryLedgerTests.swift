@@ -96,6 +96,12 @@ import Testing
         #expect(try Self.due(b) == [2])
         // 3 stays a's until its lease runs out (a "died"); then b retries it.
         #expect(eventually(within: .seconds(5)) { (try? Self.due(b)) == [2, 3] })
+        // a's late outcome for 3 does not end b's claim in the middle of b's attempt.
+        var late = claimed[2]
+        late.state = .retrying
+        late.attempts = 1
+        try a.update([late])
+        #expect(try b.record(destination: "orders", callbackID: 3)?.state == .pending)
         // b holds both now (30 s); the delivered one never comes back to anyone.
         #expect(try Self.due(a).isEmpty)
         try b.update(try b.due(destination: "orders", now: 10, limit: 10, excluding: [], onePerOrderingKey: false).map(Self.delivered))
