@@ -120,13 +120,13 @@ public final class InstanceCoordinator: Sendable {
     /// Lets go of the lease (a follower, notified, takes over at once), deletes this instance's
     /// heartbeat and closes. Idempotent.
     public func stop() {
-        let finishedNow = state.withLock { state in
+        let wasRunning = state.withLock { state in
             guard !state.finished else { return false }
             state.finished = true
             if state.leading { change(&state, to: false) }
-            return true
+            return state.started
         }
-        guard finishedNow else { return }
+        guard wasRunning else { return }
         link.withLock { link in
             guard !link.closed else { return }
             link.closed = true
