@@ -27,6 +27,9 @@ public final class InstanceCoordinator: Sendable {
     /// Runs onChange in the order of the changes, outside every lock.
     private let changes = DispatchQueue(label: "InstanceCoordinator.onChange")
     private let onChangesQueue = DispatchSpecificKey<Bool>()
+    /// The fence's timers: a queue of its own (its own thread when needed), never the global pool,
+    /// where blocking work elsewhere can hold a timer back for seconds.
+    private let fences = DispatchQueue(label: "InstanceCoordinator.fence")
 
     static let releaseChannel = "thingspace_listener_leader_released"
     /// The longest a follower waits between reconnection attempts.
@@ -216,7 +219,10 @@ public final class InstanceCoordinator: Sendable {
                 }
             }
             switch heard {
-            case .release: if !state.withLock({ $0.leading }) { return }
+            case .release:
+                guard !state.withLock({ $0.leading }) else { continue }
+                logger.debug("the leader let go; trying to lead")
+                return
             case .lost: return
             // Between reconnection attempts: their backoff sets the deadline.
             case .noConnection: Thread.sleep(forTimeInterval: slice.inSeconds)
@@ -280,7 +286,7 @@ public final class InstanceCoordinator: Sendable {
     /// Stops leading at `fenceAt` unless a renewal moved the fence since.
     private func scheduleFence(at fenceAt: ContinuousClock.Instant) {
         let delay = max(.zero, fenceAt - ContinuousClock.now)
-        DispatchQueue.global().asyncAfter(deadline: .now() + .microseconds(Int(delay.inMicroseconds))) { [self] in
+        fences.asyncAfter(deadline: .now() + .microseconds(Int(delay.inMicroseconds))) { [self] in
             let early = state.withLock { state -> Bool in
                 guard state.fenceAt == fenceAt, state.leading, !state.finished else { return false }
                 guard ContinuousClock.now >= fenceAt else { return true }
@@ -337,6 +343,8 @@ public final class InstanceCoordinator: Sendable {
         do throws(PostgreSQLError) {
             // A short timeout: the thread that renews must not sit in one attempt for long.
             let connection = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)
+            // A renewal stuck behind a lock past the lease is worth nothing: give up and try again.
+            try connection.execute("SET statement_timeout = \(max(1, leaseDuration.inMilliseconds))")
             try connection.listen(Self.releaseChannel)
             return connection
         } catch {

@@ -1,4 +1,5 @@
 import CallbackStore
+import Dispatch
 import Foundation
 import Logging
 @_spi(Testing) import PostgresStore
@@ -22,6 +23,8 @@ final class LeadershipChanges: Sendable {
 struct Instances {
     let coordinators: [InstanceCoordinator]
     let changes: [LeadershipChanges]
+    /// What every coordinator logged, for a failing expectation's comment.
+    let log = LogCapture()
 
     init(url: String, count: Int, leaseDuration: Duration = .seconds(2), renewInterval: Duration = .milliseconds(300)) {
         var coordinators: [InstanceCoordinator] = []
@@ -32,7 +35,7 @@ struct Instances {
             coordinators.append(
                 InstanceCoordinator(
                     settings: PostgreSQLSettings(url: url, applicationName: Self.applicationName(index)), instanceID: "instance-\(index)",
-                    logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), leaseDuration: leaseDuration,
+                    logger: log.logger("instance-\(index)"), leaseDuration: leaseDuration,
                     renewInterval: renewInterval, onChange: { recorded.record($0) }))
         }
         self.coordinators = coordinators
@@ -85,7 +88,7 @@ struct Instances {
         instances.coordinators[0].stop()
         #expect(instances.changes[0].all == [true, false])
         #expect(!instances.coordinators[0].isLeader)
-        #expect(eventually(within: .seconds(1)) { instances.leaders.count == 1 })
+        #expect(eventually(within: .seconds(1)) { instances.leaders.count == 1 }, "\(instances.log.lines)")
         #expect(ContinuousClock.now - stopped < .seconds(1))
         #expect(instances.mostLeadingAtOnce(within: .milliseconds(300)) == 1)
         let next = try #require(instances.leaders.first)
@@ -137,6 +140,32 @@ struct Instances {
         for changes in instances.changes { #expect(changes.alternates) }
     }
 
+    @Test func aLeaderWhoseRenewalsHangStopsLeadingByItsOwnClock() throws {
+        let server = try PostgreSQLServer.shared()
+        let url = try server.makeDatabase()
+        let database = try #require(url.components(separatedBy: "dbname=").last)
+        let instances = Instances(url: url, count: 2)
+        defer { instances.stopAll() }
+        for coordinator in instances.coordinators { try coordinator.start() }
+        #expect(instances.leaders == [0])
+        // Every renewal waits behind this lock for 4 s, twice the lease: no answer, and no error either.
+        let released = DispatchSemaphore(value: 0)
+        let locker = Thread {
+            _ = try? server.psql(database, "BEGIN; LOCK TABLE leader IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT")
+            released.signal()
+        }
+        locker.start()
+        let locked = ContinuousClock.now
+        #expect(eventually(within: .seconds(3)) { instances.leaders.isEmpty })
+        #expect(ContinuousClock.now - locked < .seconds(2))
+        // isLeader turns false at the fence itself; onChange follows on the fence's timer.
+        #expect(eventually(within: .milliseconds(500)) { instances.changes[0].all == [true, false] })
+        #expect(released.wait(timeout: .now() + 15) == .success)
+        #expect(instances.mostLeadingAtOnce(within: .seconds(10)) { instances.leaders.count == 1 } == 1)
+        #expect(instances.leaders.count == 1)
+        for changes in instances.changes { #expect(changes.alternates) }
+    }
+
     @Test func whenTheServerStopsTheLeaderStopsLeadingWithinItsLeaseAndLeadershipReturnsAfter() throws {
         let server = try PostgreSQLServer()
         let url = try server.makeDatabase()
@@ -148,7 +177,7 @@ struct Instances {
         let stopped = ContinuousClock.now
         #expect(eventually(within: .seconds(3)) { instances.leaders.isEmpty })
         #expect(ContinuousClock.now - stopped < .seconds(2))
-        #expect(instances.changes[0].all == [true, false])
+        #expect(eventually(within: .milliseconds(500)) { instances.changes[0].all == [true, false] })
         #expect { try instances.coordinators[1].otherInstancesAlive() } throws: { error in
             if case .unavailable? = error as? CallbackStoreError { return true }
             return false
