@@ -133,30 +133,48 @@ public final class InstanceCoordinator: Sendable {
         link.withLock { link in
             guard !link.closed else { return }
             link.closed = true
-            if link.connection.map({ !$0.isUsable }) ?? true {
-                link.connection?.close()
-                link.connection = try? connect()
-            }
-            guard let connection = link.connection else { return }
-            do throws(PostgreSQLError) {
-                // One transaction: a follower notified finds this instance gone from both tables.
-                try connection.execute("BEGIN")
-                try connection.query(
-                    """
-                    WITH released AS (DELETE FROM leader WHERE instance = $1 RETURNING instance)
-                    SELECT pg_notify('\(Self.releaseChannel)', instance) FROM released
-                    """, [.text(instanceID)])
-                try connection.query("DELETE FROM instances WHERE id = $1", [.text(instanceID)])
-                try connection.execute("COMMIT")
-            } catch {
-                logger.warning(
-                    "could not release the leader lease; another instance takes over when it expires",
-                    metadata: ["error": "\(error)"])
-            }
-            connection.close()
+            var connection = link.connection
             link.connection = nil
+            // A connection that broke unseen (a restart) gets one more try on a new one.
+            for attempt in 0..<2 {
+                if connection.map({ !$0.isUsable }) ?? true {
+                    connection?.close()
+                    connection = try? connect()
+                }
+                guard let current = connection else { break }
+                do throws(PostgreSQLError) {
+                    try release(on: current)
+                    break
+                } catch {
+                    if attempt == 1 || !error.connectionLost {
+                        logger.warning(
+                            "could not release the leader lease; another instance takes over when it expires",
+                            metadata: ["error": "\(error)"])
+                        break
+                    }
+                }
+            }
+            connection?.close()
         }
         if DispatchQueue.getSpecific(key: onChangesQueue) != true { changes.sync {} }
+    }
+
+    /// Deletes the lease (notifying followers) and the heartbeat, in one transaction: a follower
+    /// notified finds this instance gone from both tables.
+    private func release(on connection: PostgreSQLConnection) throws(PostgreSQLError) {
+        try connection.execute("BEGIN")
+        do throws(PostgreSQLError) {
+            try connection.query(
+                """
+                WITH released AS (DELETE FROM leader WHERE instance = $1 RETURNING instance)
+                SELECT pg_notify('\(Self.releaseChannel)', instance) FROM released
+                """, [.text(instanceID)])
+            try connection.query("DELETE FROM instances WHERE id = $1", [.text(instanceID)])
+            try connection.execute("COMMIT")
+        } catch {
+            if connection.isUsable { try? connection.execute("ROLLBACK") }
+            throw error
+        }
     }
 
     /// Stops renewing and closes the connection without releasing anything, as kill -9 would.
