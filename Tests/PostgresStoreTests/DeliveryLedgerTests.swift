@@ -30,21 +30,23 @@ import Testing
 
     @Test func concurrentClaimsHandEveryRecordToExactlyOneInstance() throws {
         let url = try PostgreSQLServer.shared().makeDatabase()
-        let ledgers = try ["a", "b"].map { try PostgreSQLDeliveryLedger(settings: PostgreSQLSettings(url: url), instance: $0) }
+        let ledgers = try ["a", "b", "c", "d"].map { try PostgreSQLDeliveryLedger(settings: PostgreSQLSettings(url: url), instance: $0) }
         defer { for ledger in ledgers { ledger.close() } }
         #expect(ledgers.allSatisfy { $0.sharesWork })
-        let count: Int64 = 1_000
+        let count: Int64 = 2_000
         try ledgers[0].enqueue(destination: "orders", (1...count).map { Self.record($0) }, through: count)
-        // Each instance claims, delivers and claims again, as the engine does, until nothing is due.
-        let claims = onThreads(2) { index -> Result<[Int64], CallbackStoreError> in
+        // All at once until nothing is due: a and b deliver what they claim, as the engine does;
+        // c and d keep theirs in flight (left out of their next claims).
+        let claims = onThreads(ledgers.count) { index -> Result<[Int64], CallbackStoreError> in
             let ledger = ledgers[index]
             var claimed: [Int64] = []
             do throws(CallbackStoreError) {
-                for _ in 0..<500 {
-                    let due = try ledger.due(destination: "orders", now: 10, limit: 20, excluding: [], onePerOrderingKey: false)
+                for _ in 0..<1_000 {
+                    let due = try ledger.due(
+                        destination: "orders", now: 10, limit: 10, excluding: index < 2 ? [] : Set(claimed), onePerOrderingKey: false)
                     if due.isEmpty { break }
                     claimed += due.map(\.callbackID)
-                    try ledger.update(due.map(Self.delivered))
+                    if index < 2 { try ledger.update(due.map(Self.delivered)) }
                 }
             } catch {
                 return .failure(error)
@@ -54,7 +56,9 @@ import Testing
         let all = try claims.flatMap { try $0.get() }
         #expect(all.count == Int(count))
         #expect(Set(all) == Set(1...count))
-        #expect(try ledgers[1].backlog(destination: "orders").pending == 0)
+        // In flight at c and d, and no one else's while their leases last.
+        #expect(try ledgers[0].backlog(destination: "orders").pending == claims[2...].map { (try? $0.get().count) ?? 0 }.reduce(0, +))
+        #expect(try Self.due(ledgers[0]).isEmpty)
     }
 
     @Test func aLeasedRecordGoesToNoOtherInstanceAndComesBackToItsOwner() throws {
