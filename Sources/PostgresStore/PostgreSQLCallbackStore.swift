@@ -176,13 +176,18 @@ private final class Writer: @unchecked Sendable {
                 condition.lock()
                 let stop = stopping
                 condition.unlock()
-                if ContinuousClock.now >= nextAttempt || stop { reconnect() }
+                // Closing: one last try, so that what was accepted is committed if it can be.
+                if stop { reconnect() }
                 if connection == nil {
-                    // Nobody waits for the outage to end: what is queued fails now (503, Retry-After).
+                    // Nobody waits for the outage to end: what arrived while disconnected fails
+                    // now (503, Retry-After), before a reconnect that may take its connect timeout.
                     let (batch, waitingJobs) = takeAll()
                     fail(batch, .unavailable(message: "not connected to PostgreSQL (reconnecting)"), started: .now)
                     for job in waitingJobs { job(nil) }
                     if stop { break }
+                    if ContinuousClock.now >= nextAttempt { reconnect() }
+                }
+                if connection == nil {
                     condition.lock()
                     if pending.isEmpty && jobs.isEmpty && !stopping {
                         let wait = min(nextAttempt - ContinuousClock.now, .seconds(Self.idleTick))
@@ -235,7 +240,8 @@ private final class Writer: @unchecked Sendable {
 
     private func reconnect() {
         do {
-            connection = try PostgreSQLConnection(settings)
+            // libpq's shortest connect timeout: callbacks arriving meanwhile wait that long at most.
+            connection = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)
             backoff = Self.firstBackoff
             if isFailing.exchange(false, ordering: .relaxed) {
                 logger.notice("Reconnected to PostgreSQL; storing callbacks resumes", metadata: ["store.url": "\(settings.description)"])

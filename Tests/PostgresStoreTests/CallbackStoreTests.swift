@@ -232,6 +232,52 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         // Still nothing there: the reader created nothing.
         let connection = try PostgreSQLConnection(settings)
         #expect(try PostgreSQLSchema.version(connection) == 0)
+
+        // A database a newer version migrated is refused by the reader and the store alike.
+        try openStore(settings.url).close()
+        try connection.query("INSERT INTO thingspace_listener_migrations (version, name) VALUES (99, 'from the future')")
+        let tooNew = CallbackStoreError.schemaTooNew(
+            path: settings.description, found: 99, supported: Int32(PostgreSQLSchema.currentVersion))
+        #expect(throws: tooNew) { try PostgreSQLCallbackReader(settings: settings) }
+        #expect(throws: tooNew) { try openStore(settings.url) }
+    }
+
+    @Test func whileABatchCommitsTheNextAccumulatesUpToTheCapacityAndCloseCommitsIt() throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "capacity")
+        let events = Collector<PostgreSQLCallbackStore.Event>()
+        let store = try PostgreSQLCallbackStore(
+            settings: PostgreSQLSettings(url: url), capacity: 4, logger: LogCapture().logger(), observer: { events.append($0) })
+        // Another session holds the id row: the store's first commit waits for it.
+        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        try holder.execute("BEGIN")
+        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        let results = Collector<Result<CommitReceipt, CallbackStoreError>>()
+        #expect(store.submit(makeCallback()) { results.append($0) })
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let waitingForTheLock =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        #expect(eventually { (try? probe.query(waitingForTheLock).int(0, 0)) == 1 })
+        for _ in 0..<4 { #expect(store.submit(makeCallback()) { results.append($0) }) }
+        #expect(!store.submit(makeCallback()) { _ in Issue.record("completion of a refused submit") })
+        #expect(results.values.isEmpty && !store.isFailing)
+
+        let closed = Flag()
+        let closer = Thread {
+            store.close()
+            closed.set()
+        }
+        closer.start()
+        usleep(200_000)
+        #expect(!closed.isSet)  // close waits for what was accepted
+        #expect(!store.submit(makeCallback()) { _ in Issue.record("completion of a submit after close") })
+        try holder.execute("COMMIT")
+        #expect(eventually { closed.isSet })
+        let receipts = try results.values.map { try $0.get() }
+        #expect(receipts.map(\.id).sorted() == [1, 2, 3, 4, 5])
+        #expect(store.statistics == IntakeStatistics(committedBatches: 2, committedCallbacks: 5))
+        let sizes = events.values.compactMap { event -> Int? in if case .committed(let size, _) = event { size } else { nil } }
+        #expect(sizes == [1, 4])
+        store.close()  // idempotent
     }
 
     @Test func theImportKeepsIDsLinksAndFieldsAndRefusesATargetThatHoldsCallbacks() async throws {
