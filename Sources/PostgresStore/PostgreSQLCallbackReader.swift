@@ -185,7 +185,7 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
                 """
                 SELECT to_char(timestamp '1970-01-01' + (received_at / 1000) * interval '1 second', 'YYYY-MM-DD') AS day,
                     count(*), count(duplicate_of)
-                FROM callbacks GROUP BY day ORDER BY day
+                FROM callbacks GROUP BY day ORDER BY day COLLATE "C"
                 """, connection)
             try connection.execute("COMMIT")
             return CallbackStats(

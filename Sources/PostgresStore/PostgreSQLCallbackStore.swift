@@ -288,8 +288,18 @@ private final class Writer: @unchecked Sendable {
                 lost(error)
             } else {
                 try? connection.execute("ROLLBACK")
-                isFailing.store(true, ordering: .relaxed)
-                logger.error("Storing callbacks failed", metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
+                if error.isAboutOneCallback {
+                    // One callback's data (a NUL in a text field, say) must not fail the others,
+                    // nor the store's readiness: one transaction each finds the one it was.
+                    if batch.count > 1 {
+                        for submission in batch { commit([submission]) }
+                        return
+                    }
+                    logger.warning("A callback could not be stored", metadata: ["error": "\(error)"])
+                } else {
+                    isFailing.store(true, ordering: .relaxed)
+                    logger.error("Storing callbacks failed", metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
+                }
             }
             fail(batch, error.storeError, started: started)
         }
@@ -402,6 +412,15 @@ private final class Writer: @unchecked Sendable {
             }
             throw error.storeError
         }
+    }
+}
+
+extension PostgreSQLError {
+    /// Data exceptions (class 22: a NUL in text, an invalid byte sequence) and program limits
+    /// (class 54: a value too large for an index): the fault of a callback, not of the store.
+    fileprivate var isAboutOneCallback: Bool {
+        guard let sqlState else { return false }
+        return sqlState.hasPrefix("22") || sqlState.hasPrefix("54")
     }
 }
 

@@ -36,7 +36,9 @@ public enum PostgreSQLImport {
                 cursor = last.id
                 progress(copied)
             }
-            // The first delivery of each key is its oldest row (repeats link to it).
+            // The first delivery of each key is its oldest row (repeats link to it); with no
+            // callbacks, any row left here is stale.
+            try connection.query("DELETE FROM first_deliveries")
             try connection.query(
                 """
                 INSERT INTO first_deliveries (dedup_key, callback_id)

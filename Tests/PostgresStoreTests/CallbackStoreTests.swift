@@ -340,6 +340,47 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         defer { store.close() }
         #expect(try submitAll(store, [makeCallback()])[0].get().id == 1)
     }
+
+    @Test func aCallbackTheDatabaseCannotTakeFailsAloneAndTheStoreStaysHealthy() throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "poison")
+        let store = try openStore(url)
+        defer { store.close() }
+        // Held behind another session's lock, the next three submissions become one batch.
+        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        try holder.execute("BEGIN")
+        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        let first = Collector<Result<CommitReceipt, CallbackStoreError>>()
+        #expect(store.submit(makeCallback()) { first.append($0) })
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let waitingForTheLock =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        #expect(eventually { (try? probe.query(waitingForTheLock).int(0, 0)) == 1 })
+        var poisoned = makeCallback()
+        poisoned.service = "Carrier\u{0}Service"  // text cannot hold NUL
+        let results = Mutex<[Int: Result<CommitReceipt, CallbackStoreError>]>([:])
+        let done = DispatchGroup()
+        for (index, callback) in [makeCallback(), poisoned, makeCallback()].enumerated() {
+            done.enter()
+            #expect(
+                store.submit(callback) { result in
+                    results.withLock { $0[index] = result }
+                    done.leave()
+                })
+        }
+        try holder.execute("COMMIT")
+        #expect(done.wait(timeout: .now() + 20) == .success)
+        let outcome = results.withLock { $0 }
+        #expect(try first.values.first?.get().id == 1)
+        #expect((try? outcome[0]?.get().id) != nil && (try? outcome[2]?.get().id) != nil)
+        guard case .failure(.backend)? = outcome[1] else {
+            Issue.record("the poisoned callback: \(String(describing: outcome[1]))")
+            return
+        }
+        #expect(!store.isFailing)
+        // A failed transaction took no ids: the two stored took the next ones.
+        #expect(try [outcome[0]?.get().id, outcome[2]?.get().id] == [2, 3])
+        #expect(try store.reader().lastID() == 3)
+    }
 }
 
 private final class Flag: Sendable {
