@@ -183,9 +183,11 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
             // Whole seconds first, as SQLite's date(received_at / 1000, 'unixepoch').
             let byDay = try Self.counts(
                 """
-                SELECT to_char(timestamp '1970-01-01' + (received_at / 1000) * interval '1 second', 'YYYY-MM-DD') AS day,
-                    count(*), count(duplicate_of)
-                FROM callbacks GROUP BY day ORDER BY day COLLATE "C"
+                SELECT day, count(*), count(duplicate_of) FROM (
+                    SELECT to_char(timestamp '1970-01-01' + (received_at / 1000) * interval '1 second', 'YYYY-MM-DD') AS day,
+                        duplicate_of
+                    FROM callbacks) AS days
+                GROUP BY day ORDER BY day COLLATE "C"
                 """, connection)
             try connection.execute("COMMIT")
             return CallbackStats(
