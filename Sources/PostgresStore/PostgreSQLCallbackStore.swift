@@ -101,6 +101,7 @@ private final class Writer: @unchecked Sendable {
     private var connection: PostgreSQLConnection?
     private var backoff = Writer.firstBackoff
     private var nextAttempt = ContinuousClock.now
+    private var lastReconnectFailure: String?
 
     private let threadID = Mutex<pthread_t?>(nil)
 
@@ -243,6 +244,7 @@ private final class Writer: @unchecked Sendable {
             // libpq's shortest connect timeout: callbacks arriving meanwhile wait that long at most.
             connection = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)
             backoff = Self.firstBackoff
+            lastReconnectFailure = nil
             if isFailing.exchange(false, ordering: .relaxed) {
                 logger.notice("Reconnected to PostgreSQL; storing callbacks resumes", metadata: ["store.url": "\(settings.description)"])
             }
@@ -250,7 +252,12 @@ private final class Writer: @unchecked Sendable {
             isFailing.store(true, ordering: .relaxed)
             nextAttempt = .now + backoff
             backoff = min(backoff * 2, Self.longestBackoff)
-            logger.debug("Cannot reconnect to PostgreSQL yet", metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
+            // Once per reason, so that a lasting one (a changed password, a full server) is seen.
+            if error.message != lastReconnectFailure {
+                lastReconnectFailure = error.message
+                logger.warning(
+                    "Cannot reconnect to PostgreSQL yet; retrying", metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
+            }
         }
     }
 

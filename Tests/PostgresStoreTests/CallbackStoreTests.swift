@@ -156,8 +156,12 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
 
     @Test func whileTheServerIsDownCallbacksFailPromptlyAndStoringResumesByItself() async throws {
         let server = try PostgreSQLServer()
-        let url = try server.makeDatabase(prefix: "down")
-        let store = try openStore(url)
+        // The role that needs a password, given in the settings: it must be in no message or log line.
+        let url = try server.makeDatabase(prefix: "down").replacing(
+            "user=\(PostgreSQLServer.user) ", with: "user=\(PostgreSQLServer.passwordUser) ")
+        let logs = LogCapture()
+        let store = try PostgreSQLCallbackStore(
+            settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, logger: logs.logger())
         defer { store.close() }
         let reader = try store.reader()
         let before = try #require(try submitAll(store, [makeCallback()]).first?.get().id)
@@ -168,10 +172,18 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
             let started = ContinuousClock.now
             let result = submitAll(store, [makeCallback()], timeout: .seconds(5))
             #expect(ContinuousClock.now - started < .seconds(1))
-            guard case .failure(.unavailable) = result[0] else {
+            guard case .failure(let error) = result[0], case .unavailable = error else {
                 Issue.record("not unavailable while the server is down: \(result[0])")
                 continue
             }
+            #expect(!error.description.contains(PostgreSQLServer.password))
+        }
+        do {
+            _ = try reader.lastID()
+            Issue.record("the reader answered while the server is down")
+        } catch {
+            guard case .unavailable = error else { throw error }
+            #expect(!error.description.contains(PostgreSQLServer.password))
         }
         // The writer turns while it reconnects (the watchdog must not fire).
         #expect(eventually(within: .seconds(5)) { store.progressHeartbeat > heartbeat + 2 })
@@ -191,6 +203,8 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         try await Task.sleep(for: .milliseconds(100))
         _ = submitAll(store, [makeCallback()])
         #expect(try await woken)
+        #expect(logs.lines.contains { $0.contains("Lost the connection") } && logs.lines.contains { $0.contains("Reconnected") })
+        #expect(!logs.lines.contains { $0.contains(PostgreSQLServer.password) })
     }
 
     @Test func thePasswordFromTheSettingsIsUsedAndAppearsInNoMessage() throws {
