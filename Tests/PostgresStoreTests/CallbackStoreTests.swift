@@ -395,6 +395,31 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(try [outcome[0]?.get().id, outcome[2]?.get().id] == [2, 3])
         #expect(try store.reader().lastID() == 3)
     }
+
+    @Test func manyWaitersShareOneListeningConnectionAndAreWokenByACommitOfAnotherInstance() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "waiters")
+        let writing = try openStore(url)
+        defer { writing.close() }
+        let other = try openStore(url)
+        defer { other.close() }
+        let reader = try other.reader()
+        let started = ContinuousClock.now
+        async let woken = withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<20 { group.addTask { (try? await reader.waitForCallbacks(after: 0, timeout: .seconds(20))) ?? false } }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let sessions = """
+            SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
+            """
+        // Two writers, the reader, its listener and this probe: the waiters add nothing.
+        #expect(eventually { (try? probe.query(sessions).int(0, 0)) == 5 })
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try probe.query(sessions).int(0, 0) == 5)
+        _ = submitAll(writing, [makeCallback()])
+        #expect(await woken == Array(repeating: true, count: 20))
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
 }
 
 private final class Flag: Sendable {
