@@ -112,7 +112,8 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(try reader.page(after: cursor, matching: CallbackFilter(includeDuplicates: true), limit: 13).callbacks.isEmpty)
     }
 
-    @Test func aServerRestartedUnderLoadFailsWithUnavailableAndLosesNothingAcknowledged() async throws {
+    // Synchronous, threads only: nothing here waits for the (small) pool of Swift concurrency.
+    @Test func aServerRestartedUnderLoadFailsWithUnavailableAndLosesNothingAcknowledged() throws {
         let server = try PostgreSQLServer()
         let url = try server.makeDatabase(prefix: "restart")
         let store = try openStore(url)
@@ -122,8 +123,9 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let failures = Collector<CallbackStoreError>()
         let stop = Flag()
         let sawFailing = Flag()
-        let load = Task.detached {
-            onThreads(4) { _ in
+        let loadDone = DispatchSemaphore(value: 0)
+        let load = Thread {
+            _ = onThreads(4) { _ in
                 let started = ContinuousClock.now
                 while !stop.isSet && ContinuousClock.now - started < .seconds(60) {
                     for result in submitAll(store, (0..<10).map { _ in makeCallback() }, timeout: .seconds(15)) {
@@ -135,14 +137,16 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
                     if store.isFailing { sawFailing.set() }
                 }
             }
+            loadDone.signal()
         }
+        load.start()
         #expect(eventually(within: .seconds(10)) { acknowledged.values.count >= 100 })
         try server.restart()
         let afterRestart = acknowledged.values.count
         // Storing resumes by itself.
         #expect(eventually(within: .seconds(30)) { acknowledged.values.count >= afterRestart + 200 })
         stop.set()
-        _ = await load.value
+        #expect(loadDone.wait(timeout: .now() + 90) == .success)
         #expect(!failures.values.isEmpty)
         #expect(failures.values.allSatisfy { if case .unavailable = $0 { true } else { false } }, "\(failures.values.prefix(3))")
         #expect(sawFailing.isSet)
@@ -164,44 +168,52 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
             settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, logger: logs.logger())
         defer { store.close() }
         let reader = try store.reader()
-        let before = try #require(try submitAll(store, [makeCallback()]).first?.get().id)
-        try server.stop()
-        #expect(eventually(within: .seconds(10)) { store.isFailing })
+        // What blocks runs on threads of its own (`blocking`), never on the pool the waits need.
+        let before = try await blocking { try submitAll(store, [makeCallback()])[0].get().id }
+        try await blocking { try server.stop() }
+        #expect(await eventuallyAsync(within: .seconds(10)) { store.isFailing })
         let heartbeat = store.progressHeartbeat
-        for _ in 0..<5 {
-            let started = ContinuousClock.now
-            let result = submitAll(store, [makeCallback()], timeout: .seconds(5))
-            #expect(ContinuousClock.now - started < .seconds(1))
-            guard case .failure(let error) = result[0], case .unavailable = error else {
-                Issue.record("not unavailable while the server is down: \(result[0])")
+        let attempts = try await blocking {
+            (0..<5).map { _ in
+                let started = ContinuousClock.now
+                let result = submitAll(store, [makeCallback()], timeout: .seconds(5))[0]
+                return (ContinuousClock.now - started, result)
+            }
+        }
+        for (elapsed, result) in attempts {
+            #expect(elapsed < .seconds(1))
+            guard case .failure(let error) = result, case .unavailable = error else {
+                Issue.record("not unavailable while the server is down: \(result)")
                 continue
             }
             #expect(!error.description.contains(PostgreSQLServer.password))
         }
-        do {
-            _ = try reader.lastID()
-            Issue.record("the reader answered while the server is down")
-        } catch {
-            guard case .unavailable = error else { throw error }
-            #expect(!error.description.contains(PostgreSQLServer.password))
+        let readWhileDown = try await blocking { Result { () throws(CallbackStoreError) in try reader.lastID() } }
+        guard case .failure(let readError) = readWhileDown, case .unavailable = readError else {
+            Issue.record("the reader while the server is down: \(readWhileDown)")
+            return
         }
+        #expect(!readError.description.contains(PostgreSQLServer.password))
         // The writer turns while it reconnects (the watchdog must not fire).
-        #expect(eventually(within: .seconds(5)) { store.progressHeartbeat > heartbeat + 2 })
+        #expect(await eventuallyAsync(within: .seconds(5)) { store.progressHeartbeat > heartbeat + 2 })
         #expect(store.isFailing)
-        try server.start()
-        var stored: Int64?
-        _ = eventually(within: .seconds(20)) {
-            stored = try? submitAll(store, [makeCallback()], timeout: .seconds(5))[0].get().id
-            return stored != nil
+        try await blocking { try server.start() }
+        let stored = try await blocking {
+            var stored: Int64?
+            _ = eventually(within: .seconds(20)) {
+                stored = try? submitAll(store, [makeCallback()], timeout: .seconds(5))[0].get().id
+                return stored != nil
+            }
+            return stored
         }
         let after = try #require(stored)
         #expect(after > before)
         #expect(!store.isFailing)
         // The reader follows: it reconnects, and its waits wake again.
-        #expect(eventually(within: .seconds(10)) { (try? reader.lastID()) == after })
+        #expect(await eventuallyAsync(within: .seconds(10)) { (try? reader.lastID()) == after })
         async let woken = reader.waitForCallbacks(after: after, timeout: .seconds(20))
         try await Task.sleep(for: .milliseconds(100))
-        _ = submitAll(store, [makeCallback()])
+        _ = try await blocking { submitAll(store, [makeCallback()]) }
         #expect(try await woken)
         #expect(logs.lines.contains { $0.contains("Lost the connection") } && logs.lines.contains { $0.contains("Reconnected") })
         #expect(!logs.lines.contains { $0.contains(PostgreSQLServer.password) })
@@ -413,10 +425,10 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
             SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
             """
         // Two writers, the reader, its listener and this probe: the waiters add nothing.
-        #expect(eventually { (try? probe.query(sessions).int(0, 0)) == 5 })
+        #expect(await eventuallyAsync { (try? probe.query(sessions).int(0, 0)) == 5 })
         try await Task.sleep(for: .milliseconds(200))
         #expect(try probe.query(sessions).int(0, 0) == 5)
-        _ = submitAll(writing, [makeCallback()])
+        _ = try await blocking { submitAll(writing, [makeCallback()]) }
         #expect(await woken == Array(repeating: true, count: 20))
         #expect(ContinuousClock.now - started < .seconds(10))
     }
