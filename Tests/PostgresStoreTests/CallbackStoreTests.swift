@@ -164,8 +164,10 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let url = try server.makeDatabase(prefix: "down").replacing(
             "user=\(PostgreSQLServer.user) ", with: "user=\(PostgreSQLServer.passwordUser) ")
         let logs = LogCapture()
+        let events = Collector<PostgreSQLCallbackStore.Event>()
         let store = try PostgreSQLCallbackStore(
-            settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, logger: logs.logger())
+            settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, logger: logs.logger(),
+            observer: { events.append($0) })
         defer { store.close() }
         let reader = try store.reader()
         // What blocks runs on threads of its own (`blocking`), never on the pool the waits need.
@@ -217,6 +219,8 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(try await woken)
         #expect(logs.lines.contains { $0.contains("Lost the connection") } && logs.lines.contains { $0.contains("Reconnected") })
         #expect(!logs.lines.contains { $0.contains(PostgreSQLServer.password) })
+        let failedBatches = events.values.filter { if case .failed(_, _, .unavailable) = $0 { true } else { false } }
+        #expect(failedBatches.count >= 5 && UInt64(failedBatches.count) == store.statistics.failedBatches)
     }
 
     @Test func thePasswordFromTheSettingsIsUsedAndAppearsInNoMessage() throws {
