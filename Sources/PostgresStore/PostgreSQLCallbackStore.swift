@@ -152,20 +152,36 @@ private final class Writer: @unchecked Sendable {
         while !onWriterThread && !threadDone { condition.wait() }
     }
 
+    typealias PurgeResult = CheckedContinuation<Result<Int, CallbackStoreError>, Never>
+
     func purge(olderThan cutoff: Int64) async throws(CallbackStoreError) -> Int {
-        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<Int, CallbackStoreError>, Never>) in
+        let result = await withCheckedContinuation { (done: PurgeResult) in
             condition.lock()
             defer { condition.unlock() }
             guard !stopping else { return done.resume(returning: .failure(.closed)) }
-            jobs.append { connection in
-                guard let connection else {
-                    return done.resume(returning: .failure(.unavailable(message: "not connected to PostgreSQL")))
-                }
-                done.resume(returning: Result { () throws(CallbackStoreError) -> Int in try self.purge(olderThan: cutoff, on: connection) })
-            }
+            jobs.append(purgeJob(olderThan: cutoff, purgedSoFar: 0, done: done))
             condition.signal()
         }
         return try result.get()
+    }
+
+    /// One chunk, then the next one queued behind the batches waiting by then: callbacks never
+    /// wait for a whole purge, only for a chunk.
+    private func purgeJob(olderThan cutoff: Int64, purgedSoFar: Int, done: PurgeResult) -> Job {
+        { [self] connection in
+            guard let connection else {
+                return done.resume(returning: .failure(.unavailable(message: "not connected to PostgreSQL")))
+            }
+            do throws(CallbackStoreError) {
+                let deleted = try purgeChunk(olderThan: cutoff, on: connection)
+                guard deleted > 0 else { return done.resume(returning: .success(purgedSoFar)) }
+                condition.lock()
+                jobs.append(purgeJob(olderThan: cutoff, purgedSoFar: purgedSoFar + deleted, done: done))
+                condition.unlock()
+            } catch {
+                done.resume(returning: .failure(error))
+            }
+        }
     }
 
     // MARK: The writer thread
@@ -372,45 +388,41 @@ private final class Writer: @unchecked Sendable {
 
     // MARK: Purge
 
-    /// Deletes in chunks, each its own transaction under the id lock (so no commit of any instance
-    /// links a repeat to a row being deleted); a kept repeat whose first delivery goes is relinked
-    /// to the oldest kept delivery of its key, which becomes the key's first delivery.
-    private func purge(olderThan cutoff: Int64, on connection: PostgreSQLConnection) throws(CallbackStoreError) -> Int {
-        var purged = 0
+    /// Deletes up to `purgeChunk` callbacks received before `cutoff` in one transaction under the
+    /// id lock (so no commit of any instance links a repeat to a row being deleted); a kept repeat
+    /// whose first delivery goes is relinked to the oldest kept delivery of its key, which becomes
+    /// the key's first delivery. Returns how many were deleted.
+    private func purgeChunk(olderThan cutoff: Int64, on connection: PostgreSQLConnection) throws(CallbackStoreError) -> Int {
         do {
-            while true {
-                try connection.execute("BEGIN")
-                try connection.query("SELECT last_id FROM callback_ids FOR UPDATE")
-                let deleted = try connection.query(
-                    """
-                    DELETE FROM callbacks WHERE id IN (
-                        SELECT id FROM callbacks WHERE received_at < $1 ORDER BY id LIMIT $2)
-                    RETURNING dedup_key, duplicate_of IS NULL
-                    """, [.int(cutoff), .int(Int64(Self.purgeChunk))])
-                var orphanedKeys = Set<String>()
-                for row in 0..<deleted.count where deleted.bool(row, 1) == true {
-                    if let key = deleted.string(row, 0) { orphanedKeys.insert(key) }
-                }
-                let count = deleted.count
-                if !orphanedKeys.isEmpty {
-                    let keys = BinaryArray.texts(Array(orphanedKeys))
-                    try connection.query(
-                        """
-                        UPDATE callbacks AS c SET duplicate_of = nullif(f.first, c.id)
-                        FROM (SELECT dedup_key, min(id) AS first FROM callbacks WHERE dedup_key = ANY($1::text[]) GROUP BY dedup_key) AS f
-                        WHERE c.dedup_key = f.dedup_key AND c.duplicate_of IS DISTINCT FROM nullif(f.first, c.id)
-                        """, [keys])
-                    try connection.query("DELETE FROM first_deliveries WHERE dedup_key = ANY($1::text[])", [keys])
-                    try connection.query(
-                        """
-                        INSERT INTO first_deliveries (dedup_key, callback_id)
-                        SELECT dedup_key, min(id) FROM callbacks WHERE dedup_key = ANY($1::text[]) GROUP BY dedup_key
-                        """, [keys])
-                }
-                try connection.execute("COMMIT")
-                purged += count
-                if count == 0 { return purged }
+            try connection.execute("BEGIN")
+            try connection.query("SELECT last_id FROM callback_ids FOR UPDATE")
+            let deleted = try connection.query(
+                """
+                DELETE FROM callbacks WHERE id IN (
+                    SELECT id FROM callbacks WHERE received_at < $1 ORDER BY id LIMIT $2)
+                RETURNING dedup_key, duplicate_of IS NULL
+                """, [.int(cutoff), .int(Int64(Self.purgeChunk))])
+            var orphanedKeys = Set<String>()
+            for row in 0..<deleted.count where deleted.bool(row, 1) == true {
+                if let key = deleted.string(row, 0) { orphanedKeys.insert(key) }
             }
+            if !orphanedKeys.isEmpty {
+                let keys = BinaryArray.texts(Array(orphanedKeys))
+                try connection.query(
+                    """
+                    UPDATE callbacks AS c SET duplicate_of = nullif(f.first, c.id)
+                    FROM (SELECT dedup_key, min(id) AS first FROM callbacks WHERE dedup_key = ANY($1::text[]) GROUP BY dedup_key) AS f
+                    WHERE c.dedup_key = f.dedup_key AND c.duplicate_of IS DISTINCT FROM nullif(f.first, c.id)
+                    """, [keys])
+                try connection.query("DELETE FROM first_deliveries WHERE dedup_key = ANY($1::text[])", [keys])
+                try connection.query(
+                    """
+                    INSERT INTO first_deliveries (dedup_key, callback_id)
+                    SELECT dedup_key, min(id) FROM callbacks WHERE dedup_key = ANY($1::text[]) GROUP BY dedup_key
+                    """, [keys])
+            }
+            try connection.execute("COMMIT")
+            return deleted.count
         } catch {
             if error.isOutage || !connection.isUsable {
                 lost(error)

@@ -436,6 +436,51 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(await woken == Array(repeating: true, count: 20))
         #expect(ContinuousClock.now - started < .seconds(10))
     }
+
+    @Test func aLongPurgeLetsCallbacksInBetweenItsChunksAndRelinksAcrossThem() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "purge")
+        let store = try openStore(url)
+        defer { store.close() }
+        // More than two chunks of old callbacks; the first delivery of "kept" among the oldest.
+        let old = 10_500
+        var seeded = try await blocking { try submitAll(store, [makeCallback(key: "kept", at: 1_000)]).map { try $0.get() } }
+        for _ in 0..<(old / 500) {
+            seeded += try await blocking { try submitAll(store, (0..<500).map { _ in makeCallback(at: 1_000) }).map { try $0.get() } }
+        }
+        let repeats = try await blocking {
+            try submitAll(store, (0..<2).map { _ in makeCallback(key: "kept", at: 9_000) }).map { try $0.get() }
+        }
+        #expect(repeats.allSatisfy { $0.duplicateOf == seeded[0].id })
+
+        // Another session holds the id lock, so the purge's first chunk waits; a callback submitted
+        // meanwhile must be stored before the purge has finished, not after all of it.
+        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        try holder.execute("BEGIN")
+        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        let order = Collector<String>()
+        async let purged = store.purge(olderThan: 2_000)
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let waitingForTheLock =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        #expect(await eventuallyAsync { (try? probe.query(waitingForTheLock).int(0, 0)) == 1 })
+        let stored = Collector<CommitReceipt>()
+        #expect(
+            store.submit(makeCallback(at: 9_500)) { result in
+                if case .success(let receipt) = result { stored.append(receipt) }
+                order.append("stored")
+            })
+        try holder.execute("COMMIT")
+        #expect(try await purged == old + 1)
+        order.append("purged")
+        #expect(order.values == ["stored", "purged"])
+
+        let reader = try store.reader()
+        #expect(try reader.callback(id: repeats[0].id)?.duplicateOf == nil)
+        #expect(try reader.callback(id: repeats[1].id)?.duplicateOf == repeats[0].id)
+        #expect(try everything(reader).map(\.id) == [repeats[0].id, repeats[1].id] + stored.values.map(\.id))
+        let next = try await blocking { try submitAll(store, [makeCallback(key: "kept", at: 10_000)])[0].get() }
+        #expect(next.duplicateOf == repeats[0].id)
+    }
 }
 
 private final class Flag: Sendable {
