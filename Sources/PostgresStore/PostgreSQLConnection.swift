@@ -138,6 +138,9 @@ public final class PostgreSQLConnection {
             PQfinish(connection)
             throw PostgreSQLError(message: message.isEmpty ? "cannot connect" : message, connectionLost: true)
         }
+        // libpq prints NOTICEs ("relation … already exists, skipping") to stderr by default: the
+        // service's output is its log, and nothing in a notice needs acting on.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         self.connection = connection
         // Every message in English and timestamps in UTC, whatever the server's defaults.
         try execute("SET lc_messages TO 'C'; SET TIME ZONE 'UTC'")

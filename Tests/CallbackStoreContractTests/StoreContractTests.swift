@@ -1,6 +1,7 @@
 import CallbackStore
 import Foundation
 import Logging
+import PostgresStore
 import SQLiteStore
 import Synchronization
 import TestSupport
@@ -10,7 +11,8 @@ import Vocabulary
 /// Every backend, through the store API only.
 enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     /// `journal`: the journal engine with SQLite as its index, read through its reader.
-    case memory, journal
+    /// `postgresql`: a fresh database on the test process's private server.
+    case memory, journal, postgresql
     var testDescription: String { rawValue }
 }
 
@@ -32,6 +34,10 @@ final class StoreUnderTest: Sendable {
             let store = try JournalStore(
                 databasePath: directory.file("contract.sqlite"), segmentSize: 64 << 10, logger: LogCapture().logger(),
                 onFatal: { error in Issue.record("the journal stopped: \(error)") })
+            (intake, reader, maintenance) = (store, try store.reader(), store)
+        case .postgresql:
+            let url = try PostgreSQLServer.shared().makeDatabase(prefix: "contract")
+            let store = try PostgreSQLCallbackStore(settings: PostgreSQLSettings(url: url), capacity: 4096, logger: LogCapture().logger())
             (intake, reader, maintenance) = (store, try store.reader(), store)
         }
     }
