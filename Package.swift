@@ -161,7 +161,7 @@ let package = Package(
         .testTarget(
             name: "ListenerAppTests",
             dependencies: [
-                "ListenerApp", "TestSupport", "SQLiteStore",
+                "ListenerApp", "TestSupport", "SQLiteStore", "PostgresStore",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "HTTP1", "HTTPServer", "CallbackStore",
                 "ThingSpace", "ThingSpaceSandbox",
                 .product(name: "Logging", package: "swift-log"),

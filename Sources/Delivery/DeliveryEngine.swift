@@ -27,15 +27,18 @@ public final class DeliveryEngine: Sendable {
     private let logger: Logger
     private let observer: Observer?
     private let onFatal: @Sendable (CallbackStoreError) -> Void
+    private let isLeader: @Sendable () -> Bool
     private let workers = Mutex<[String: DestinationWorker]>([:])
 
-    /// `clock`: UTC milliseconds (tests move time). `onFatal`: the ledger failed (the service exits
-    /// and its restart resumes from what is on disk).
+    /// `clock`: UTC milliseconds (tests move time). `isLeader`: with a ledger shared by several
+    /// instances, whether this one feeds new callbacks in. `onFatal`: the ledger failed (the service
+    /// exits and its restart resumes from what is on disk).
     public init(
         ledger: any DeliveryLedger, reader: any CallbackReader, logger: Logger,
         clock: @escaping @Sendable () -> Int64 = { Timekeeping.wallClockMilliseconds() }, observer: Observer? = nil,
-        onFatal: @escaping @Sendable (CallbackStoreError) -> Void
+        isLeader: @escaping @Sendable () -> Bool = { true }, onFatal: @escaping @Sendable (CallbackStoreError) -> Void
     ) {
+        self.isLeader = isLeader
         self.ledger = ledger
         self.reader = reader
         self.clock = clock
@@ -87,7 +90,7 @@ public final class DeliveryEngine: Sendable {
             guard workers.withLock({ $0[destination.name] }) == nil else { continue }
             let worker = DestinationWorker(
                 destination: destination, ledger: ledger, reader: reader, clock: clock, logger: logger, observer: observer,
-                onFatal: onFatal)
+                isLeader: isLeader, onFatal: onFatal)
             try worker.start()
             workers.withLock { $0[destination.name] = worker }
         }

@@ -10,6 +10,11 @@
 // the ledger then schedules), with the cursor, in one transaction per batch. With ordering by
 // device every callback gets a pending record first instead, so that the ledger can hold back a
 // device's later callbacks behind a failing one.
+//
+// A ledger shared by several instances (PostgreSQL) always takes pending records: only the leading
+// instance feeds them in, and every instance claims due records for a lease, so each attempt is
+// made by one instance at a time. The database being unreachable is not fatal there: the worker
+// keeps its outcomes and tries again each second until it answers.
 import CallbackStore
 import Dispatch
 import HTTPClient
@@ -37,6 +42,9 @@ final class DestinationWorker: @unchecked Sendable {
     private let logger: Logger
     private let observer: DeliveryEngine.Observer?
     private let onFatal: @Sendable (CallbackStoreError) -> Void
+    private let isLeader: @Sendable () -> Bool
+    /// Every callback gets a pending record first (ordering by device, or a shared ledger).
+    private let feedsPendingRecords: Bool
     private let queue: DispatchQueue
     private let timer: any DispatchSourceTimer
     private let secrets: [WebhookSecret]
@@ -69,6 +77,10 @@ final class DestinationWorker: @unchecked Sendable {
     private var stopping = false
     private var stopped: (@Sendable () -> Void)?
     private var failed = false
+    /// Whether this instance fed the ledger last time (a shared ledger: the leader feeds).
+    private var feeding = false
+    /// The shared ledger's database did not answer; retried each poll interval.
+    private var unavailable = false
     /// Stopped: late completions are dropped (their attempts are made again after the restart).
     private var isFinished = false
 
@@ -77,10 +89,13 @@ final class DestinationWorker: @unchecked Sendable {
 
     init(
         destination: Destination, ledger: any DeliveryLedger, reader: any CallbackReader, clock: @escaping @Sendable () -> Int64,
-        logger: Logger, observer: DeliveryEngine.Observer?, onFatal: @escaping @Sendable (CallbackStoreError) -> Void
+        logger: Logger, observer: DeliveryEngine.Observer?, isLeader: @escaping @Sendable () -> Bool = { true },
+        onFatal: @escaping @Sendable (CallbackStoreError) -> Void
     ) {
         self.destination = destination
         self.ledger = ledger
+        self.isLeader = isLeader
+        feedsPendingRecords = destination.ordering == .device || ledger.sharesWork
         self.reader = reader
         self.clock = clock
         self.observer = observer
@@ -212,6 +227,10 @@ final class DestinationWorker: @unchecked Sendable {
                 try countBacklog(now: now)
             }
             try scheduleNextTick(now: now)
+            if unavailable {
+                unavailable = false
+                logger.notice("the delivery ledger answers again")
+            }
         } catch {
             fail(error)
         }
@@ -234,6 +253,18 @@ final class DestinationWorker: @unchecked Sendable {
     /// Reads the matching callbacks after what was read, a page at a time: into the window of
     /// first attempts, or with ordering by device as pending records in the ledger.
     private func feed() throws(CallbackStoreError) {
+        if ledger.sharesWork {
+            guard isLeader() else {
+                feeding = false
+                return
+            }
+            if !feeding {
+                // Newly leading: go on from where the previous leader left the cursor.
+                feeding = true
+                cursor = max(cursor, try ledger.cursor(destination: destination.name) ?? cursor)
+                fedThrough = cursor
+            }
+        }
         var pages = 0
         while fedThrough < lastStoredID, open.count < Self.windowSize, pages < 4 {
             pages += 1
@@ -241,7 +272,7 @@ final class DestinationWorker: @unchecked Sendable {
             // Nothing visible yet beyond it (the index trails): look again on the next tick.
             guard let end = page.last?.id else { return }
             let matching = page.filter { destination.accepts(service: $0.service) && (destination.includeDuplicates || !$0.isDuplicate) }
-            if destination.ordering == .device {
+            if feedsPendingRecords {
                 let records = matching.map { callback in
                     DeliveryRecord(
                         destination: destination.name, callbackID: callback.id, nextAttemptAt: callback.receivedAt,
@@ -418,11 +449,15 @@ final class DestinationWorker: @unchecked Sendable {
         var backlog = try ledger.backlog(destination: destination.name)
         var oldest = backlog.oldestWaitingReceivedAt
         if let first = window.first { oldest = min(oldest ?? first.receivedAt, first.receivedAt) }
-        if fedThrough < lastStoredID, let next = try reader.callbacks(after: fedThrough, limit: 1, includeDuplicates: true).first {
+        if !ledger.sharesWork || feeding, fedThrough < lastStoredID,
+            let next = try reader.callbacks(after: fedThrough, limit: 1, includeDuplicates: true).first
+        {
             oldest = min(oldest ?? next.receivedAt, next.receivedAt)
         }
-        // Not yet attempted: what waits in the window, and (at most) what was not read yet.
-        backlog.pending += open.count + Int(max(0, lastStoredID - fedThrough))
+        // Not yet attempted: what waits in the window, and (at most) what was not read yet (by this
+        // instance, when it is the one that feeds).
+        let unread = !ledger.sharesWork || feeding ? Int(max(0, lastStoredID - fedThrough)) : 0
+        backlog.pending += open.count + unread
         status.withLock {
             $0.backlog = backlog
             $0.lagMilliseconds = oldest.map { max(0, now - $0) } ?? 0
@@ -466,7 +501,17 @@ final class DestinationWorker: @unchecked Sendable {
     }
 
     /// The ledger failed: stop this destination and let the service exit (fail-stop, as the store).
+    /// A shared ledger's database that does not answer is waited for instead: outcomes not yet
+    /// written stay in memory, and claims of attempts not made expire for another instance.
     private func fail(_ error: CallbackStoreError) {
+        if case .unavailable = error {
+            if !unavailable {
+                unavailable = true
+                logger.warning("the delivery ledger does not answer; retrying every second", metadata: ["error": "\(error)"])
+            }
+            timer.schedule(deadline: .now() + .milliseconds(Int(Self.pollInterval)))
+            return
+        }
         guard !failed else { return }
         failed = true
         timer.cancel()

@@ -21,7 +21,7 @@ public enum ListenerError: Error, CustomStringConvertible {
 }
 
 /// The `serve` composition. Started in this order, stopped in reverse:
-/// store writer → retention → delivery → admin server → callback server →
+/// store writer → coordination (PostgreSQL: heartbeat, leader lease) → retention → delivery → admin server → callback server →
 /// consumer API (when `api.enabled`) → watchdog → status reporter → sandbox
 /// (when configured) → registrar → readiness (READY=1). At the stop:
 /// STOPPING=1, deregistration, the consumer API's long polls answered and
@@ -75,17 +75,22 @@ public final class ListenerService: Sendable {
             }
         }
         let store = StorePart(configuration: configuration.storage, metrics: metrics, logger: logger, onFatal: onFatal)
+        // Several instances on one PostgreSQL: one leads (registration, retention, feeding deliveries).
+        let coordination = store.postgreSQLSettings.map { CoordinationPart(settings: $0, metrics: metrics, logger: logger) }
+        if coordination == nil { metrics.setLeader(true) }
         // The delivery ledger fails stop as the store does.
         let deliveryMetrics = DeliveryMetrics(registry: metrics.registry)
         let delivery = DeliveryPart(
-            configuration: configuration, store: store, metrics: deliveryMetrics, logger: logger, onFatal: onFatal)
+            configuration: configuration, store: store, coordination: coordination, metrics: deliveryMetrics, logger: logger,
+            onFatal: onFatal)
         let callbackServer = CallbackServerPart(
             configuration: configuration, store: store, metrics: metrics,
             socket: passed.first(where: { $0.name != "admin" })?.descriptor, logger: logger
         )
         let sandbox =
             configuration.thingspace.sandbox ? SandboxPart(configuration: configuration, server: callbackServer, logger: logger) : nil
-        let registrar = RegistrarPart(configuration: configuration, sandbox: sandbox, metrics: metrics, logger: logger)
+        let registrar = RegistrarPart(
+            configuration: configuration, sandbox: sandbox, coordination: coordination, metrics: metrics, logger: logger)
         if !registrar.isEnabled { metrics.setRegistrationState(.off) }
         let readiness = ReadinessPart(notifier: notifier, registrar: registrar)
 
@@ -110,7 +115,10 @@ public final class ListenerService: Sendable {
         }
 
         var parts: [any ListenerPart] = [store]
-        if let retention = RetentionPart(configuration: configuration.storage, store: store, logger: logger) { parts.append(retention) }
+        if let coordination { parts.append(coordination) }
+        if let retention = RetentionPart(configuration: configuration.storage, store: store, coordination: coordination, logger: logger) {
+            parts.append(retention)
+        }
         // Before the callback port opens: a new destination starts at the newest callback stored
         // before it, so none that arrives afterwards can be missed.
         parts.append(delivery)
@@ -119,7 +127,9 @@ public final class ListenerService: Sendable {
         let consumerAPI = ConsumerAPIPart(configuration: configuration, store: store, metrics: metrics, logger: logger)
         if let consumerAPI { parts.append(consumerAPI) }
         parts.append(WatchdogPart(notifier: notifier, environment: environment, server: callbackServer, store: store, logger: logger))
-        parts.append(StatusReporterPart(notifier: notifier, server: callbackServer, registrar: registrar, metrics: metrics))
+        parts.append(
+            StatusReporterPart(
+                notifier: notifier, server: callbackServer, registrar: registrar, coordination: coordination, metrics: metrics))
         if let sandbox { parts.append(sandbox) }
         parts.append(registrar)
         parts.append(readiness)

@@ -110,7 +110,9 @@ public final class InstanceCoordinator: Sendable {
 
     /// Instances other than this one whose heartbeat is fresh (3 leases at most).
     public func otherInstancesAlive() throws(CallbackStoreError) -> Int {
-        let window = 3 * leaseDuration.inMilliseconds
+        // Silent for a whole lease: dead, or cut off long enough to have stopped leading (it
+        // registers again as soon as it leads, should it come back).
+        let window = leaseDuration.inMilliseconds
         return try withConnection { connection throws(PostgreSQLError) in
             Int(
                 try connection.query(

@@ -126,6 +126,8 @@ public final class PostgreSQLConnection {
             ("connect_timeout", "\(connectTimeoutSeconds)"), ("application_name", settings.applicationName),
             // A server that vanished (power cut, partition) is noticed in seconds, not hours.
             ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
+            // …and a write the network swallowed gives up after 10 s instead of TCP's minutes.
+            ("tcp_user_timeout", "10000"),
             ("dbname", settings.url),
         ]
         if let password = settings.password { pairs.append(("password", password)) }
@@ -136,6 +138,12 @@ public final class PostgreSQLConnection {
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = Self.trimmed(PQerrorMessage(connection))
             PQfinish(connection)
+            // A refused password or a missing role or database is a setting to fix, not an outage
+            // to wait out (libpq gives no SQLSTATE for a failed connection: its words tell).
+            let refusals = [("authentication failed", "28P01"), ("no password supplied", "28P01"), ("does not exist", "3D000")]
+            if let refusal = refusals.first(where: { message.contains($0.0) }) {
+                throw PostgreSQLError(sqlState: refusal.1, message: message, connectionLost: false)
+            }
             throw PostgreSQLError(message: message.isEmpty ? "cannot connect" : message, connectionLost: true)
         }
         // libpq prints NOTICEs ("relation … already exists, skipping") to stderr by default: the

@@ -99,10 +99,16 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
         return records.sorted { ($0.nextAttemptAt ?? 0, $0.callbackID) < ($1.nextAttemptAt ?? 0, $1.callbackID) }
     }
 
+    /// A record another instance holds counts from the end of its lease: the engine need not look
+    /// again before then (a hint only; `due` decides).
     public func nextAttemptAt(destination: String) throws(CallbackStoreError) -> Int64? {
         try withConnection { connection throws(PostgreSQLError) in
             try connection.query(
-                "SELECT min(next_attempt_at) FROM deliveries WHERE destination = $1 AND \(Self.waiting)", [.text(destination)]
+                """
+                SELECT min(CASE WHEN lease_owner <> $2 AND lease_until > \(Self.databaseNow)
+                                THEN greatest(next_attempt_at, lease_until) ELSE next_attempt_at END)
+                FROM deliveries WHERE destination = $1 AND \(Self.waiting)
+                """, [.text(destination), .text(instance)]
             ).int(0, 0)
         }
     }

@@ -115,6 +115,22 @@ public final class SQLiteDeliveryLedger: DeliveryLedger, @unchecked Sendable {
         }
     }
 
+    /// Every destination the ledger knows (a cursor, a record or a 410), sorted: what `store migrate` copies.
+    public func destinations() throws(CallbackStoreError) -> [String] {
+        try withConnection { connection throws(CallbackStoreError) in
+            try connection.withStatement(
+                """
+                SELECT destination FROM delivery_cursors UNION SELECT destination FROM deliveries
+                UNION SELECT destination FROM destinations_disabled ORDER BY 1
+                """
+            ) { statement throws(CallbackStoreError) in
+                var names: [String] = []
+                while try statement.step() { if let name = statement.text(0) { names.append(name) } }
+                return names
+            }
+        }
+    }
+
     public func enqueue(destination: String, _ records: [DeliveryRecord], through cursor: Int64) throws(CallbackStoreError) {
         try write { connection throws(CallbackStoreError) in
             for record in records {

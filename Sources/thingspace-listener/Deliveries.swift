@@ -3,6 +3,7 @@ import CallbackStore
 import Delivery
 import Foundation
 import ListenerApp
+import PostgresStore
 import SQLiteStore
 import Vocabulary
 
@@ -14,23 +15,29 @@ struct Deliveries: AsyncParsableCommand {
 }
 
 extension DatabaseOptions {
-    /// The index path: `--database`, else `storage.path`.
-    func databasePath() async throws -> String {
-        if let database { return database }
-        return try await loadConfiguration(config.resolvedPath, for: .callbacksCommand).storage.path
-    }
-
-    /// The delivery ledger beside the database. `changing`: every commit synced (what a person
-    /// asked for must not be lost to a power cut), and created when missing.
-    func openLedger(changing: Bool) async throws -> SQLiteDeliveryLedger {
-        let path = SQLiteDeliveryLedger.path(besideDatabase: try await databasePath())
-        guard changing || FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError("no delivery ledger at \(path) (no destination has run yet)")
-        }
-        do {
-            return try SQLiteDeliveryLedger(path: path, durableCommits: true)
-        } catch {
-            throw ValidationError("cannot open \(path): \(error)")
+    /// The delivery ledger: beside the SQLite database, or the shared tables in PostgreSQL.
+    /// `changing`: every commit synced (what a person asked for must not be lost to a power cut),
+    /// and created when missing.
+    func openLedger(changing: Bool) async throws -> any DeliveryLedger {
+        switch try await location(for: .callbacksCommand) {
+        case .sqlite(let database):
+            let path = SQLiteDeliveryLedger.path(besideDatabase: database)
+            guard changing || FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("no delivery ledger at \(path) (no destination has run yet)")
+            }
+            do {
+                return try SQLiteDeliveryLedger(path: path, durableCommits: true)
+            } catch {
+                throw ValidationError("cannot open \(path): \(error)")
+            }
+        case .postgresql(let settings):
+            do {
+                // Read first: a database the service never used is not created by a look at it.
+                try PostgreSQLCallbackReader(settings: settings).close()
+                return try PostgreSQLDeliveryLedger(settings: settings, instance: "cli:\(ProcessInfo.processInfo.hostName):\(getpid())")
+            } catch {
+                throw ValidationError("cannot open the delivery ledger in \(settings): \(error)")
+            }
         }
     }
 

@@ -3,6 +3,7 @@ import CallbackStore
 import Foundation
 import JSON
 import ListenerApp
+import PostgresStore
 import SQLiteStore
 import Vocabulary
 
@@ -13,23 +14,62 @@ struct Messages: AsyncParsableCommand {
     )
 }
 
-/// Which database to read: `--database PATH`, else `storage.path` of the configuration.
+/// Which database to read: `--database PATH|URL`, else the configuration's store.
 struct DatabaseOptions: ParsableArguments {
     @OptionGroup var config: ConfigOption
-    @Option(name: .long, help: ArgumentHelp("SQLite database to read (overrides storage.path).", valueName: "path"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "SQLite database file, or a PostgreSQL URI or conninfo string (overrides storage.*); a PostgreSQL password comes from $THINGSPACE_LISTENER_STORAGE_POSTGRESQL_PASSWORD, PGPASSWORD or PGPASSFILE, never from the command line.",
+            valueName: "path|url"))
     var database: String?
 
-    /// The reader for the configured backend (SQLite: a read-only connection beside the service).
-    func openStore() async throws -> any CallbackReader {
-        let path: String
-        if let database { path = database } else { path = try await loadConfiguration(config.resolvedPath).storage.path }
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError("no database at \(path) (nothing received yet, or pass --database)")
+    /// Where the store is.
+    enum Location {
+        case sqlite(path: String)
+        case postgresql(PostgreSQLSettings)
+    }
+
+    func location(for use: ConfigurationUse = .serve) async throws -> Location {
+        if let database {
+            guard PostgreSQLSettings.isPostgreSQL(database) else { return .sqlite(path: database) }
+            return .postgresql(PostgreSQLSettings(url: database, password: Self.environmentPassword()))
         }
-        do {
-            return try SQLiteCallbackStore(path: path, readOnly: true)
-        } catch {
-            throw ValidationError("cannot open \(path): \(error)")
+        let storage = try await loadConfiguration(config.resolvedPath, for: use).storage
+        if let settings = storage.postgreSQLSettings, storage.backend == .postgresql { return .postgresql(settings) }
+        return .sqlite(path: storage.path)
+    }
+
+    /// `storage.postgresql.password` from the environment or the credentials directory, for `--database URL`.
+    static func environmentPassword() -> String? {
+        let environment = ProcessInfo.processInfo.environment
+        if let password = environment[ConfigurationSource.environmentName(for: "storage.postgresql.password")], !password.isEmpty {
+            return password
+        }
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
+        let file = directory + "/" + ConfigurationSource.credentialsFileName(for: "storage.postgresql.password")
+        return (try? String(contentsOfFile: file, encoding: .utf8)).map { $0.trimmingCharacters(in: .newlines) }
+    }
+
+    /// The reader for the configured backend (SQLite: a read-only connection beside the service;
+    /// PostgreSQL: a connection of its own, which never creates or migrates the schema).
+    func openStore() async throws -> any CallbackReader {
+        switch try await location() {
+        case .sqlite(let path):
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("no database at \(path) (nothing received yet, or pass --database)")
+            }
+            do {
+                return try SQLiteCallbackStore(path: path, readOnly: true)
+            } catch {
+                throw ValidationError("cannot open \(path): \(error)")
+            }
+        case .postgresql(let settings):
+            do {
+                return try PostgreSQLCallbackReader(settings: settings)
+            } catch {
+                throw ValidationError("cannot read \(settings): \(error)")
+            }
         }
     }
 }

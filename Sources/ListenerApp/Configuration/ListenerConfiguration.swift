@@ -1,6 +1,7 @@
 import Delivery
 import Foundation
 import Logging
+import PostgresStore
 import ThingSpace
 import Vocabulary
 
@@ -30,9 +31,19 @@ public struct ListenerConfiguration: Sendable {
     }
 
     public struct Storage: Sendable {
+        /// `sqlite` (one machine, the default) or `postgresql` (several instances on one database).
+        public enum Backend: String, Sendable { case sqlite, postgresql }
+        public var backend = Backend.sqlite
         public var path = "var/callbacks.sqlite"
         public var retentionDays = 0
         public var queueCapacity = 4096
+        /// `storage.postgresql.url` (libpq URI or conninfo) and its password (a secret, kept out of the URL).
+        public var postgresql: PostgreSQL?
+
+        public struct PostgreSQL: Sendable {
+            public var url: String
+            public var password: Secret?
+        }
     }
 
     public struct Callbacks: Sendable {
@@ -169,6 +180,24 @@ extension ListenerConfiguration {
         }
         if let v = try s.int("storage.queueCapacity") {
             storage.queueCapacity = try Self.positive(v, key: "storage.queueCapacity")
+        }
+        if let v = try s.string("storage.backend") {
+            guard let backend = Storage.Backend(rawValue: v.lowercased()) else {
+                throw .invalidValue(key: "storage.backend", expected: "sqlite or postgresql")
+            }
+            storage.backend = backend
+        }
+        let postgresURL = try s.string("storage.postgresql.url").flatMap(Self.nonEmpty)
+        let postgresPassword = try s.string("storage.postgresql.password", secret: true).flatMap(Self.nonEmpty).map(Secret.init)
+        if let postgresURL {
+            guard PostgreSQLSettings.isPostgreSQL(postgresURL) else {
+                throw .invalidValue(
+                    key: "storage.postgresql.url", expected: "a postgresql:// URI or a conninfo string such as host=db dbname=listener")
+            }
+            storage.postgresql = Storage.PostgreSQL(url: postgresURL, password: postgresPassword)
+        }
+        if storage.backend == .postgresql && storage.postgresql == nil {
+            throw .missingValue(key: "storage.postgresql.url", reason: "storage.backend is postgresql")
         }
 
         if let v = try s.stringArray("callbacks.services") {

@@ -1,16 +1,19 @@
-// Delivery to the configured destinations, started once the service serves (after READY=1) and
-// stopped first. The ledger is opened when there is a destination (at start or on a reload), so a
-// listener without destinations writes no delivery file.
+// Delivery to the configured destinations, started before the callback port opens and stopped
+// after it closes. The ledger is opened when there is a destination (at start or on a reload), so
+// a listener without destinations writes no delivery file. With PostgreSQL the ledger is shared
+// by every instance: the leader feeds it and purges it, every instance claims attempts from it.
 import CallbackStore
 import Delivery
 import Logging
+import PostgresStore
 import SQLiteStore
 import Synchronization
 import Vocabulary
 
 final class DeliveryPart: ListenerPart {
     let name = "delivery"
-    private let storagePath: String
+    private let storage: ListenerConfiguration.Storage
+    private let coordination: CoordinationPart?
     private let retentionDays: Int
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
     private let store: StorePart
@@ -24,10 +27,11 @@ final class DeliveryPart: ListenerPart {
     private let changes = AsyncSerialGate()
 
     init(
-        configuration: ListenerConfiguration, store: StorePart, metrics: DeliveryMetrics, logger: Logger,
-        onFatal: @escaping @Sendable (CallbackStoreError) -> Void
+        configuration: ListenerConfiguration, store: StorePart, coordination: CoordinationPart?, metrics: DeliveryMetrics,
+        logger: Logger, onFatal: @escaping @Sendable (CallbackStoreError) -> Void
     ) {
-        storagePath = configuration.storage.path
+        storage = configuration.storage
+        self.coordination = coordination
         retentionDays = configuration.storage.retentionDays
         initial = configuration.delivery.destinations
         self.store = store
@@ -72,30 +76,47 @@ final class DeliveryPart: ListenerPart {
     }
 
     private func open() throws(ListenerError) -> DeliveryEngine {
-        let path = SQLiteDeliveryLedger.path(besideDatabase: storagePath)
+        let shared = storage.postgreSQLSettings.flatMap { settings in coordination.map { (settings, $0.instanceID) } }
+        let location = shared.map { "\($0.0)" } ?? SQLiteDeliveryLedger.path(besideDatabase: storage.path)
         let reader: any CallbackReader
-        let ledger: SQLiteDeliveryLedger
+        let ledger: any DeliveryLedger
         do {
             reader = try store.opened.required(by: name).makeReader()
-            ledger = try SQLiteDeliveryLedger(path: path)
+            if let (settings, instance) = shared {
+                ledger = try PostgreSQLDeliveryLedger(
+                    settings: settings, instance: instance, leaseDuration: Self.leaseDuration(for: initial))
+            } else {
+                ledger = try SQLiteDeliveryLedger(path: location)
+            }
         } catch {
-            throw .partFailed(name, "cannot open the delivery ledger \(path): \(error)")
+            throw .partFailed(name, "cannot open the delivery ledger \(location): \(error)")
         }
         let metrics = self.metrics
+        let isLeader: @Sendable () -> Bool = { [coordination] in coordination?.isLeader ?? true }
         let engine = DeliveryEngine(
-            ledger: ledger, reader: reader, logger: logger, observer: { metrics.observe($0) }, onFatal: onFatal)
+            ledger: ledger, reader: reader, logger: logger, observer: { metrics.observe($0) }, isLeader: isLeader, onFatal: onFatal)
         self.ledger.set(ledger)
         self.engine.set(engine)
-        startPurging(ledger)
+        startPurging(ledger, isLeader: isLeader)
         return engine
     }
 
+    /// How long a claimed attempt is this instance's before another may make it: longer than the
+    /// slowest destination's timeout, so that only an instance that died loses its claims.
+    static func leaseDuration(for destinations: [Destination]) -> Duration {
+        (destinations.map(\.timeout).max() ?? .seconds(15)) + .seconds(15)
+    }
+
     /// With `storage.retentionDays`, the records of callbacks retention deleted go too (hourly).
-    private func startPurging(_ ledger: SQLiteDeliveryLedger) {
+    private func startPurging(_ ledger: any DeliveryLedger, isLeader: @escaping @Sendable () -> Bool) {
         guard retentionDays > 0 else { return }
         let (days, logger) = (retentionDays, logger)
         let task = Task.detached {
             while !Task.isCancelled {
+                guard isLeader() else {
+                    try? await Task.sleep(for: .seconds(60))
+                    continue
+                }
                 let cutoff = Timekeeping.wallClockMilliseconds() - Int64(days) * 86_400_000
                 do {
                     let removed = try ledger.purge(receivedBefore: cutoff)

@@ -7,6 +7,7 @@ import Dispatch
 import Foundation
 import HTTPServer
 import Logging
+import PostgresStore
 import SQLiteStore
 import Synchronization
 
@@ -22,8 +23,6 @@ final class StartedValue<Value: Sendable>: Sendable {
     }
 }
 
-/// Opens the store (the journal engine: its writer, sync and indexer threads); nothing is
-/// acknowledged without it.
 /// What a backend gives the service once open: the one writer, which takes
 /// callbacks and does maintenance, and how far its index trails (nil: it does not).
 struct OpenedStore: Sendable {
@@ -34,9 +33,11 @@ struct OpenedStore: Sendable {
     let makeReader: @Sendable () throws(CallbackStoreError) -> any CallbackReader
 }
 
-/// Opens the store: the journal, with SQLite as its index (recovering what the journal holds
-/// beyond the index first). A failed fsync is fatal (`onFatal`: the process exits non-zero and
-/// systemd restarts it; the start-up scan recovers from what is really on disk).
+/// Opens the store; nothing is acknowledged without it. SQLite: the journal, with SQLite as its
+/// index (recovering what the journal holds beyond the index first); a failed fsync is fatal
+/// (`onFatal`: the process exits non-zero and systemd restarts it; the start-up scan recovers
+/// from what is really on disk). PostgreSQL: connects and migrates, waiting up to
+/// `connectPatience` for a server that is not up yet; an outage later is a 503 until it is back.
 final class StorePart: ListenerPart {
     let name = "store"
     private let configuration: ListenerConfiguration.Storage
@@ -44,6 +45,7 @@ final class StorePart: ListenerPart {
     private let logger: Logger
     private let onFatal: @Sendable (CallbackStoreError) -> Void
     let opened = StartedValue<OpenedStore>()
+    static let connectPatience: Duration = .seconds(30)
 
     init(
         configuration: ListenerConfiguration.Storage, metrics: ListenerMetrics, logger: Logger,
@@ -55,7 +57,17 @@ final class StorePart: ListenerPart {
         self.onFatal = onFatal
     }
 
-    func start() throws(ListenerError) {
+    /// The PostgreSQL connection settings (`storage.postgresql`), when that is the backend.
+    var postgreSQLSettings: PostgreSQLSettings? { configuration.postgreSQLSettings }
+
+    func start() async throws(ListenerError) {
+        switch configuration.backend {
+        case .sqlite: try openJournal()
+        case .postgresql: try await openPostgreSQL()
+        }
+    }
+
+    private func openJournal() throws(ListenerError) {
         let store: JournalStore
         do {
             store = try JournalStore(
@@ -77,8 +89,43 @@ final class StorePart: ListenerPart {
                 makeReader: { () throws(CallbackStoreError) in try store.reader() }))
     }
 
+    private func openPostgreSQL() async throws(ListenerError) {
+        guard let settings = postgreSQLSettings else { throw .storeUnavailable("storage.postgresql.url is not set") }
+        let deadline = ContinuousClock.now + Self.connectPatience
+        var delay: Duration = .milliseconds(250)
+        while true {
+            do {
+                let store = try PostgreSQLCallbackStore(
+                    settings: settings, capacity: configuration.queueCapacity, logger: logger,
+                    observer: { [metrics] event in
+                        if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
+                    })
+                opened.set(
+                    OpenedStore(
+                        intake: store, maintenance: store, indexLag: nil,
+                        makeReader: { () throws(CallbackStoreError) in try store.reader() }))
+                logger.info("storing callbacks in PostgreSQL", metadata: ["storage.postgresql": "\(settings)"])
+                return
+            } catch {
+                guard case .unavailable = error, ContinuousClock.now + delay < deadline, !Task.isCancelled else {
+                    throw .storeUnavailable("\(settings): \(error)")
+                }
+                logger.warning("PostgreSQL is not answering yet; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
     func stop() {
         opened.current?.intake.close()
+    }
+}
+
+extension ListenerConfiguration.Storage {
+    /// libpq's settings for `storage.postgresql` (the password given apart from the URL), or nil.
+    public var postgreSQLSettings: PostgreSQLSettings? {
+        postgresql.map { PostgreSQLSettings(url: $0.url, password: $0.password?.value) }
     }
 }
 
@@ -91,16 +138,21 @@ final class RetentionPart: ListenerPart {
     // Dispatch sources are made in `start`: releasing one never resumed traps.
     private let sweeper = StartedValue<RetentionSweeper>()
 
-    init?(configuration: ListenerConfiguration.Storage, store: StorePart, logger: Logger) {
+    private let coordination: CoordinationPart?
+
+    /// With `coordination`, only the leading instance sweeps.
+    init?(configuration: ListenerConfiguration.Storage, store: StorePart, coordination: CoordinationPart?, logger: Logger) {
         guard configuration.retentionDays > 0 else { return nil }
         self.configuration = configuration
         self.store = store
+        self.coordination = coordination
         self.logger = logger
     }
 
     func start() {
         let maintenance = store.opened.required(by: name).maintenance
-        sweeper.set(RetentionSweeper(configuration: configuration, maintenance: maintenance, logger: logger))
+        let isLeader: @Sendable () -> Bool = { [coordination] in coordination?.isLeader ?? true }
+        sweeper.set(RetentionSweeper(configuration: configuration, maintenance: maintenance, isLeader: isLeader, logger: logger))
         sweeper.current?.start()
     }
 
@@ -245,12 +297,17 @@ final class StatusReporterPart: ListenerPart, @unchecked Sendable {
     private var timer: (any DispatchSourceTimer)?
     private let server: CallbackServerPart
     private let registrar: RegistrarPart
+    private let coordination: CoordinationPart?
     private let notifier: SystemdNotifier
     private let metrics: ListenerMetrics
 
-    init(notifier: SystemdNotifier, server: CallbackServerPart, registrar: RegistrarPart, metrics: ListenerMetrics) {
+    init(
+        notifier: SystemdNotifier, server: CallbackServerPart, registrar: RegistrarPart, coordination: CoordinationPart?,
+        metrics: ListenerMetrics
+    ) {
         self.server = server
         self.registrar = registrar
+        self.coordination = coordination
         self.notifier = notifier
         self.metrics = metrics
     }
@@ -258,9 +315,10 @@ final class StatusReporterPart: ListenerPart, @unchecked Sendable {
     func start() {
         let server = server.server.required(by: name)
         let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
-        timer.setEventHandler { [registrar, notifier, metrics] in
+        timer.setEventHandler { [registrar, coordination, notifier, metrics] in
             metrics.setOpenConnections(server.openConnections)
-            notifier.notify("STATUS=Serving callbacks; \(registrar.stateDescription); \(server.openConnections) connections open")
+            let role = coordination.map { $0.isLeader ? "; leading instance" : "; standing by (another instance leads)" } ?? ""
+            notifier.notify("STATUS=Serving callbacks; \(registrar.stateDescription); \(server.openConnections) connections open\(role)")
         }
         timer.schedule(deadline: .now() + 5, repeating: 5)
         timer.resume()
@@ -296,15 +354,22 @@ final class RegistrarPart: ListenerPart {
     let name = "registrar"
     private let configuration: ListenerConfiguration
     private let sandbox: SandboxPart?
+    private let coordination: CoordinationPart?
     private let metrics: ListenerMetrics
     private let logger: Logger
     let registrar = StartedValue<Registrar>()
     /// Fixed before start: whether `/readyz` waits for registration.
     let isEnabled: Bool
 
-    init(configuration: ListenerConfiguration, sandbox: SandboxPart?, metrics: ListenerMetrics, logger: Logger) {
+    /// With `coordination` (several instances on one database), only the leader registers, from
+    /// the moment it leads; the last instance to stop deregisters.
+    init(
+        configuration: ListenerConfiguration, sandbox: SandboxPart?, coordination: CoordinationPart?, metrics: ListenerMetrics,
+        logger: Logger
+    ) {
         self.configuration = configuration
         self.sandbox = sandbox
+        self.coordination = coordination
         self.metrics = metrics
         self.logger = logger
         isEnabled = sandbox != nil || configuration.thingspace.registrationEnabled
@@ -315,16 +380,32 @@ final class RegistrarPart: ListenerPart {
         if let sandbox { thingspace = sandbox.host.required(by: name).thingspaceSettings(overriding: thingspace) }
         let registrar = Registrar.make(thingspace: thingspace, callbacks: configuration.callbacks, metrics: metrics, logger: logger)
         self.registrar.set(registrar)
-        registrar?.start()
+        guard let registrar else { return }
+        if let coordination {
+            coordination.onLeadershipChange { leading in if leading { registrar.start() } }
+        } else {
+            registrar.start()
+        }
     }
 
     func stop() async {
-        await registrar.current?.stop()
+        guard let registrar = registrar.current else { return }
+        guard let coordination else { return await registrar.stop() }
+        switch coordination.otherInstancesAlive() {
+        case 0?: await registrar.stop(releasing: .every)
+        case let others?: await registrar.stop(releasing: .nothing(reason: "\(others) other instance(s) on the database still run"))
+        case nil: await registrar.stop(releasing: .nothing(reason: "the database cannot say whether other instances run"))
+        }
     }
 
-    var isRegistered: Bool { registrar.current?.isRegistered ?? false }
+    /// A follower leaves registration to the leader: it counts as registered for readiness.
+    var isRegistered: Bool {
+        if let coordination, !coordination.isLeader { return true }
+        return registrar.current?.isRegistered ?? false
+    }
     var stateDescription: String {
         guard isEnabled else { return "registration off" }
+        if let coordination, !coordination.isLeader { return "registration left to the leading instance" }
         return registrar.current?.stateDescription ?? "registering"
     }
 }

@@ -40,6 +40,7 @@ public final class ListenerMetrics: Sendable {
         case off, registering, registered, failed, deregistered
     }
 
+    private let leader: CoreMetrics.Gauge
     public init(services: [String]) {
         registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -74,7 +75,11 @@ public final class ListenerMetrics: Sendable {
             })
         consumerStreams = CoreMetrics.Gauge(label: "consumer_api_open_streams", factory: factory)
         consumerLongPolls = CoreMetrics.Gauge(label: "consumer_api_waiting_long_polls", factory: factory)
+        leader = CoreMetrics.Gauge(label: "instance_leader", factory: factory)
     }
+
+    /// 1 while this instance holds the shared duties (always, with one machine's SQLite store).
+    func setLeader(_ leading: Bool) { leader.record(leading ? 1 : 0) }
 
     func responded(status: Int) { (responses[status] ?? otherResponses).increment() }
     /// Acknowledged callbacks not yet queryable, and how long the oldest of them has waited.

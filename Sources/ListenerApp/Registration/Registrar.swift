@@ -36,6 +36,17 @@ final class Registrar: Sendable {
     /// Wakes the backoff sleep early at shutdown.
     private let wake = NSCondition()
     private let finished = DispatchSemaphore(value: 0)
+    private let started = Atomic<Bool>(false)
+
+    /// What `stop` deregisters.
+    enum Release: Sendable {
+        /// What this process registered (one instance alone).
+        case held
+        /// Every configured service: the last of several instances, whichever of them registered.
+        case every
+        /// Nothing: other instances still receive callbacks at the registered URL.
+        case nothing(reason: String)
+    }
 
     /// The registrar for these settings (the sandbox's, when it runs), or nil
     /// (with one log line saying how to turn it on) when registration is off.
@@ -111,6 +122,7 @@ final class Registrar: Sendable {
 
     /// Registers every service on a background thread (blocking libcurl calls).
     func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         metrics.setRegistrationState(.registering)
         let thread = Thread { [self] in
             registerAll()
@@ -199,14 +211,21 @@ final class Registrar: Sendable {
     /// Stops registering and, when configured, deregisters what this process
     /// holds: about 10 s a call and 30 s in all (waiting for a call in flight
     /// included), then gives up so that shutdown goes on.
-    func stop() async {
+    func stop(releasing release: Release = .held) async {
         let deadline = DispatchTime.now() + 30
         state.withLock { $0.stopping = true }
         wakeRegistrationThread()
         // A call in flight may still complete a registration: let it land first
         // (libcurl's 10 s timeout bounds each call) so that we deregister it too.
-        await wait(for: finished, until: min(deadline, .now() + 12))
-        let held = state.withLock { state in targets.map(\.service).filter { state.services[$0] == .registered } }
+        if started.load(ordering: .relaxed) { await wait(for: finished, until: min(deadline, .now() + 12)) }
+        let held: [String]
+        switch release {
+        case .held: held = state.withLock { state in targets.map(\.service).filter { state.services[$0] == .registered } }
+        case .every: held = targets.map(\.service)
+        case .nothing(let reason):
+            logger.notice("leaving registrations in place (\(reason))")
+            return
+        }
         guard deregisterOnShutdown.load(ordering: .relaxed), !held.isEmpty else {
             if !held.isEmpty { logger.notice("leaving registrations in place (thingspace.deregisterOnShutdown is false)") }
             return
