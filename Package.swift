@@ -123,6 +123,13 @@ let package = Package(
             path: "bench/Server",
             swiftSettings: strict
         ),
+        // The naive PostgreSQL peer for bench/ (issue 11): one autocommit INSERT per POST, a connection per request in flight.
+        .executableTarget(
+            name: "naive-postgres-peer",
+            dependencies: ["HTTPServer", "HTTP1", "PostgresStore", .product(name: "Logging", package: "swift-log")],
+            path: "bench/NaivePostgres",
+            swiftSettings: strict
+        ),
 
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1"], swiftSettings: strict),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTP1", "TestSupport"], swiftSettings: strict),
