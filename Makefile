@@ -84,7 +84,7 @@ test: deps-test test-tools check-units lint
 		echo "== Failures:"; grep -aE '✘|error:|fatal' .build/test.log | tail -60; exit 1; }
 
 # The style of .swift-format, checked (never rewritten) by `make test`; `make format` applies it.
-FORMAT_PATHS := Package.swift Sources Tests bench/Server bench/ParserBench Fuzz
+FORMAT_PATHS := Package.swift Sources Tests bench/Server bench/ParserBench bench/NaivePostgres Fuzz
 lint:
 	$(SWIFT) format lint --strict --parallel -r $(FORMAT_PATHS)
 format:
