@@ -50,9 +50,7 @@ enum CallbackRows {
         devicesJSON.reserveCapacity(rows.count)
         deviceIDArrays.reserveCapacity(rows.count)
         for row in rows {
-            var json = JSONWriter(reservingCapacity: 2 + row.callback.deviceIDs.count * 48)
-            json.deviceIDs(row.callback.deviceIDs)
-            devicesJSON.append(json.bytes)
+            devicesJSON.append(Array(Self.devicesJSON(row.callback.deviceIDs).utf8))
             deviceIDArrays.append(Array(arrayLiteral(row.callback.deviceIDs.map(\.id)).utf8))
         }
         try connection.query(
@@ -80,6 +78,13 @@ enum CallbackRows {
                 BinaryArray.texts(rows.map(\.callback.dedupKey)),
                 BinaryArray.make(rows.map(\.callback.body), element: BinaryArray.byteaOID),
             ])
+    }
+
+    /// The `devices` column: the JSON array of `{"id", "kind"}` objects, as the SQLite backend keeps it.
+    static func devicesJSON(_ devices: [DeviceID]) -> String {
+        var json = JSONWriter(reservingCapacity: 2 + devices.count * 48)
+        json.deviceIDs(devices)
+        return String(decoding: json.bytes, as: UTF8.self)
     }
 
     /// `{"a","b\"c"}`: a text[] literal, every element quoted (so commas, braces and NULL stay text).

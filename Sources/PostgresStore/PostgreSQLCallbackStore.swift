@@ -1,6 +1,8 @@
 // The intake for several instances sharing one PostgreSQL database. One writer thread owns the
-// connection and commits everything waiting in ONE transaction (group commit): while a batch
-// commits, the next accumulates. A callback is acknowledged only after COMMIT returned.
+// connection and commits everything waiting in ONE transaction (group commit), a single statement
+// calling `thingspace_listener_store` (schema migration 4: ids, repeats, rows and the NOTIFY in one
+// round trip): while a batch commits, the next accumulates. A callback is acknowledged only after
+// that transaction's COMMIT returned.
 //
 // An outage (server down, restarting, failing over, the connection cut) fails the batch with
 // `.unavailable` (503; ThingSpace retries), and the writer reconnects with backoff. While it is
@@ -21,7 +23,8 @@ public final class PostgreSQLCallbackStore: CallbackIntake, CallbackMaintenance 
     /// Called for each `Event`, for metrics; keep it short.
     public typealias Observer = @Sendable (Event) -> Void
 
-    /// The channel every commit notifies, with the highest id it stored as the payload.
+    /// The channel every commit notifies, with the highest id it stored as the payload (the store
+    /// function names it too).
     public static let notificationChannel = "thingspace_listener_callbacks"
     /// The most callbacks in one transaction.
     static let batchLimit = 1024
@@ -328,54 +331,27 @@ private final class Writer: @unchecked Sendable {
         }
     }
 
-    /// One transaction for the whole batch; the receipts in the batch's order.
+    /// The whole batch in one statement, its own transaction (`thingspace_listener_store`, schema
+    /// migration 4): one round trip and one WAL flush per group. The receipts in the batch's order.
     private static func write(_ callbacks: [NewCallback], on connection: PostgreSQLConnection) throws(PostgreSQLError) -> [CommitReceipt] {
-        try connection.execute("BEGIN")
-        // The ids first: this row lock serialises the commits of every instance on the database,
-        // so ids become visible in id order, which `CallbackReader.page`'s cursor relies on (a
-        // reader never sees id n+1 committed while n may still appear).
-        let last =
-            try connection.query(
-                "UPDATE callback_ids SET last_id = last_id + $1 RETURNING last_id", [.int(Int64(callbacks.count))]
-            ).int(0, 0) ?? 0
-        let ids = (0..<Int64(callbacks.count)).map { last - Int64(callbacks.count) + 1 + $0 }
-        // The first delivery of each key in this batch claims the key; the constraint decides,
-        // against every instance, which id is first (never a read-then-write of our own).
-        var candidates: [String: Int64] = [:]
-        var keys: [String] = []
-        for (callback, id) in zip(callbacks, ids) where candidates[callback.dedupKey] == nil {
-            candidates[callback.dedupKey] = id
-            keys.append(callback.dedupKey)
+        let rows = try connection.query(
+            "SELECT stored_id, first_delivery FROM thingspace_listener_store($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            [
+                BinaryArray.texts(callbacks.map(\.dedupKey)),
+                BinaryArray.bigints(callbacks.map(\.receivedAt)),
+                BinaryArray.texts(callbacks.map(\.service)),
+                BinaryArray.texts(callbacks.map(\.requestID)),
+                BinaryArray.texts(callbacks.map { CallbackRows.arrayLiteral($0.deviceIDs.map(\.id)) }),
+                BinaryArray.texts(callbacks.map { CallbackRows.devicesJSON($0.deviceIDs) }),
+                BinaryArray.texts(callbacks.map(\.status)),
+                BinaryArray.int4s(callbacks.map { $0.callbackCount.map { Int32(clamping: $0) } }),
+                BinaryArray.texts(callbacks.map(\.remoteAddress)),
+                BinaryArray.make(callbacks.map(\.body), element: BinaryArray.byteaOID),
+            ])
+        guard rows.count == callbacks.count else {
+            throw PostgreSQLError(message: "stored \(rows.count) of \(callbacks.count) callbacks", connectionLost: false)
         }
-        var firsts: [String: Int64] = [:]
-        let claimed = try connection.query(
-            """
-            INSERT INTO first_deliveries (dedup_key, callback_id) SELECT * FROM unnest($1::text[], $2::bigint[])
-            ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key, callback_id
-            """,
-            [BinaryArray.texts(keys), BinaryArray.bigints(keys.map { candidates[$0]! })])
-        for row in 0..<claimed.count {
-            if let key = claimed.string(row, 0), let id = claimed.int(row, 1) { firsts[key] = id }
-        }
-        let taken = keys.filter { firsts[$0] == nil }
-        if !taken.isEmpty {
-            let existing = try connection.query(
-                "SELECT dedup_key, callback_id FROM first_deliveries WHERE dedup_key = ANY($1::text[])", [BinaryArray.texts(taken)])
-            for row in 0..<existing.count {
-                if let key = existing.string(row, 0), let id = existing.int(row, 1) { firsts[key] = id }
-            }
-        }
-        var rows: [StoredCallback] = []
-        rows.reserveCapacity(callbacks.count)
-        for (callback, id) in zip(callbacks, ids) {
-            let first = firsts[callback.dedupKey] ?? id
-            rows.append(StoredCallback(id: id, duplicateOf: first == id ? nil : first, callback: callback))
-        }
-        try CallbackRows.insert(rows, on: connection)
-        // Delivered at COMMIT, so readers wake once the rows are visible.
-        try connection.query("SELECT pg_notify($1, $2)", [.text(PostgreSQLCallbackStore.notificationChannel), .text(String(last))])
-        try connection.execute("COMMIT")
-        return rows.map { CommitReceipt(id: $0.id, duplicateOf: $0.duplicateOf) }
+        return (0..<rows.count).map { CommitReceipt(id: rows.int($0, 0) ?? 0, duplicateOf: rows.int($0, 1)) }
     }
 
     private func fail(_ batch: [Submission], _ error: CallbackStoreError, started: ContinuousClock.Instant) {

@@ -95,6 +95,42 @@ public enum PostgreSQLSchema {
             );
             """
         ),
+        (
+            4, "store function",
+            // A group in ONE round trip (an autocommit statement is its own transaction): the id
+            // counter's row lock, held to COMMIT, keeps ids visible in id order across instances;
+            // the first delivery of each key claims it in first_deliveries, whose primary key
+            // decides against every instance (each row then finds its first through that key's
+            // index entry: a join would scan the table); the NOTIFY reaches listeners at COMMIT.
+            """
+            CREATE FUNCTION thingspace_listener_store(
+                p_keys text[], p_received bigint[], p_services text[], p_request_ids text[], p_device_ids text[],
+                p_devices text[], p_statuses text[], p_counts integer[], p_remotes text[], p_bodies bytea[])
+            RETURNS TABLE (stored_id bigint, first_delivery bigint) LANGUAGE plpgsql AS $$
+            DECLARE
+                v_count integer := cardinality(p_keys);
+                v_first bigint;
+            BEGIN
+                UPDATE callback_ids SET last_id = last_id + v_count RETURNING last_id - v_count + 1 INTO v_first;
+                INSERT INTO first_deliveries (dedup_key, callback_id)
+                    SELECT k.key, v_first + min(k.ordinal) - 1 FROM unnest(p_keys) WITH ORDINALITY AS k(key, ordinal) GROUP BY k.key
+                    ON CONFLICT (dedup_key) DO NOTHING;
+                INSERT INTO callbacks (id, duplicate_of, received_at, service, request_id, device_ids, devices, status,
+                        callback_count, remote_address, dedup_key, body)
+                    SELECT v_first + t.ordinal - 1,
+                        nullif((SELECT f.callback_id FROM first_deliveries AS f WHERE f.dedup_key = t.key), v_first + t.ordinal - 1),
+                        t.received, t.service,
+                        t.request_id, t.device_ids::text[], t.devices, t.status, t.callback_count, t.remote, t.key, t.body
+                    FROM unnest(p_keys, p_received, p_services, p_request_ids, p_device_ids, p_devices, p_statuses, p_counts,
+                            p_remotes, p_bodies)
+                        WITH ORDINALITY AS t(key, received, service, request_id, device_ids, devices, status, callback_count, remote, body, ordinal);
+                PERFORM pg_notify('thingspace_listener_callbacks', (v_first + v_count - 1)::text);
+                RETURN QUERY SELECT c.id, c.duplicate_of FROM callbacks AS c
+                    WHERE c.id BETWEEN v_first AND v_first + v_count - 1 ORDER BY c.id;
+            END
+            $$;
+            """
+        ),
     ]
 
     public static var currentVersion: Int { migrations.last!.version }
