@@ -270,6 +270,17 @@ func expectStoredOnce(_ acknowledged: Set<String>, in rows: [[String: Any]], sou
         let listed = try runListenerCommand(["deliveries", "list", "--database", url, "--state", "delivered", "--limit", "1000"])
         #expect(listed.status == 0, "\(listed.stderr)")
         #expect(listed.stdout.split(separator: "\n").filter { $0.contains("orders") }.count == 300, "\(listed.stdout.prefix(400))")
+
+        // A replay by hand, the CLI on the shared ledger: each callback once more, by one instance.
+        let replayed = try runListenerCommand([
+            "deliveries", "replay", "--config", instances[0].configPath, "--destination", "orders", "--since", "2000-01-01T00:00:00Z",
+        ])
+        #expect(replayed.status == 0, "\(replayed.stderr)")
+        #expect(replayed.stdout.contains("300 callbacks will be delivered again"), "\(replayed.stdout)")
+        try waitUntil("every callback delivered again", timeout: .seconds(30)) { receiver.ids.count >= 600 }
+        Thread.sleep(forTimeInterval: 1)
+        let attempts = Dictionary(grouping: receiver.ids) { $0 }.mapValues(\.count)
+        #expect(receiver.ids.count == 600 && attempts.values.allSatisfy { $0 == 2 }, "\(attempts.filter { $0.value != 2 }.prefix(5))")
     }
 
     /// A long poll on one instance answers with a callback that another instance stored.
