@@ -424,6 +424,7 @@ final class Engine: @unchecked Sendable {
         var checkpointedThrough: Int64 = 0
         var indexedThrough = progress.indexedID
         var waitingSince: ContinuousClock.Instant?
+        var checkpointWaitsForRoom = false
         while true {
             indexerHeartbeat.add(1, ordering: .relaxed)
             indexCondition.lock()
@@ -492,6 +493,7 @@ final class Engine: @unchecked Sendable {
                 if checkpointedThrough < indexedThrough || finished {
                     do throws(CallbackStoreError) {
                         if try index.checkpointIndex() {
+                            checkpointWaitsForRoom = false
                             checkpointedThrough = indexedThrough
                             // Everything in these segments is durable in SQLite now.
                             do throws(JournalError) {
@@ -501,7 +503,17 @@ final class Engine: @unchecked Sendable {
                             }
                         }
                     } catch {
-                        _ = stop(error)
+                        if case .full = error, !finished {
+                            // A write refused for room (ENOSPC, the file size limit) leaves the WAL as
+                            // it was, and the journal still holds every record: checkpoint again on the
+                            // next turn. Only a failed sync leaves the disk unknown, and stops.
+                            if !checkpointWaitsForRoom {
+                                checkpointWaitsForRoom = true
+                                logger.warning("journal: the index checkpoint waits for room", metadata: ["error": "\(error)"])
+                            }
+                        } else {
+                            _ = stop(error)
+                        }
                     }
                 }
             }

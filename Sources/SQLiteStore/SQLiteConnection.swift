@@ -204,6 +204,12 @@ final class SQLiteConnection {
         if osRelated, systemError != 0, let description = strerror(systemError) {
             message += ": \(String(cString: description))"
         }
+        // A write refused by the file size limit (EFBIG) comes back as SQLITE_IOERR_WRITE, its errno
+        // often lost by then; with a finite RLIMIT_FSIZE it is that limit, which passes as a full
+        // disk does (the write changed nothing: no sync failed).
+        if code == Int32(CSQLITE_IOERR_WRITE), Self.fileSizeIsLimited() {
+            return .full(message: message + " (the file size limit, RLIMIT_FSIZE)")
+        }
         switch primary {
         case SQLITE_FULL: return .full(message: message)
         case SQLITE_IOERR: return .ioError(message: message)
@@ -213,6 +219,13 @@ final class SQLiteConnection {
         case SQLITE_CANTOPEN: return .openFailed(path: path, message: message)
         default: return .backend(message: "SQLite error \(code): \(message)")
         }
+    }
+}
+
+extension SQLiteConnection {
+    static func fileSizeIsLimited() -> Bool {
+        var limit = rlimit()
+        return getrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit) == 0 && limit.rlim_cur != rlim_t.max
     }
 }
 

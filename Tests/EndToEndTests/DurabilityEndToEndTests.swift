@@ -69,8 +69,14 @@ import Testing
         #expect(try TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status == 503)
         #expect(try setFileSizeLimit(pid: listener.process.pid, "unlimited"))
         // With no callback arriving, the writer's idle probe shows the recovery.
-        try waitUntil("/readyz to recover without traffic", timeout: .seconds(10)) {
-            (try? TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status) == 200
+        do {
+            try waitUntil("/readyz to recover without traffic", timeout: .seconds(10)) {
+                (try? TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz").status) == 200
+            }
+        } catch {
+            let readiness = try? TestClient(port: listener.adminPort, timeoutSeconds: 10).get("/readyz")
+            Issue.record("\(error); /readyz: \(readiness?.bodyText ?? "no answer"); log: \(listener.process.logLines.suffix(12))")
+            throw error
         }
         #expect(listener.process.logLines.contains { $0.contains("Storing callbacks recovered") })
         var recovered = false
