@@ -49,12 +49,8 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
                     path: settings.description, found: Int32(version), supported: Int32(PostgreSQLSchema.currentVersion))
             }
             return connection
-        } catch let error as CallbackStoreError {
-            throw error
-        } catch let error as PostgreSQLError {
-            throw error.storeError
         } catch {
-            throw .backend(message: "\(error)")
+            throw .from(error)
         }
     }
 

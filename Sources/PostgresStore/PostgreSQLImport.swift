@@ -47,15 +47,9 @@ public enum PostgreSQLImport {
             try connection.query("UPDATE callback_ids SET last_id = greatest(last_id, $1)", [.int(cursor)])
             try connection.execute("COMMIT")
             return copied
-        } catch let error as CallbackStoreError {
-            try? connection.execute("ROLLBACK")
-            throw error
-        } catch let error as PostgreSQLError {
-            try? connection.execute("ROLLBACK")
-            throw error.storeError
         } catch {
             try? connection.execute("ROLLBACK")
-            throw .backend(message: "\(error)")
+            throw .from(error)
         }
     }
 }

@@ -168,12 +168,8 @@ public enum PostgreSQLSchema {
                 throw error
             }
             return applied
-        } catch let error as CallbackStoreError {
-            throw error
-        } catch let error as PostgreSQLError {
-            throw error.storeError
         } catch {
-            throw .backend(message: "\(error)")
+            throw .from(error)
         }
     }
 
@@ -182,6 +178,17 @@ public enum PostgreSQLSchema {
         let exists = try connection.query("SELECT to_regclass('thingspace_listener_migrations') IS NOT NULL").bool(0, 0) ?? false
         guard exists else { return 0 }
         return Int(try connection.query("SELECT coalesce(max(version), 0) FROM thingspace_listener_migrations").int(0, 0) ?? 0)
+    }
+}
+
+extension CallbackStoreError {
+    /// What a block mixing the store's own errors and libpq's threw, in the store API's words.
+    static func from(_ error: any Error) -> CallbackStoreError {
+        switch error {
+        case let error as CallbackStoreError: error
+        case let error as PostgreSQLError: error.storeError
+        default: .backend(message: "\(error)")
+        }
     }
 }
 

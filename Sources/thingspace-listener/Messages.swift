@@ -33,22 +33,11 @@ struct DatabaseOptions: ParsableArguments {
     func location(for use: ConfigurationUse = .serve) async throws -> Location {
         if let database {
             guard PostgreSQLSettings.isPostgreSQL(database) else { return .sqlite(path: database) }
-            return .postgresql(PostgreSQLSettings(url: database, password: Self.environmentPassword()))
+            return .postgresql(PostgreSQLSettings(url: database, password: try await ListenerConfiguration.postgreSQLPasswordWithoutFile()))
         }
         let storage = try await loadConfiguration(config.resolvedPath, for: use).storage
         if let settings = storage.postgreSQLSettings, storage.backend == .postgresql { return .postgresql(settings) }
         return .sqlite(path: storage.path)
-    }
-
-    /// `storage.postgresql.password` from the environment or the credentials directory, for `--database URL`.
-    static func environmentPassword() -> String? {
-        let environment = ProcessInfo.processInfo.environment
-        if let password = environment[ConfigurationSource.environmentName(for: "storage.postgresql.password")], !password.isEmpty {
-            return password
-        }
-        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return nil }
-        let file = directory + "/" + ConfigurationSource.credentialsFileName(for: "storage.postgresql.password")
-        return (try? String(contentsOfFile: file, encoding: .utf8)).map { $0.trimmingCharacters(in: .newlines) }
     }
 
     /// The reader for the configured backend (SQLite: a read-only connection beside the service;

@@ -157,7 +157,7 @@ extension Store {
             guard PostgreSQLSettings.isPostgreSQL(to) else {
                 throw ValidationError("--to must be a PostgreSQL URI (postgresql://…) or conninfo string (host=… dbname=…)")
             }
-            let settings = PostgreSQLSettings(url: to, password: DatabaseOptions.environmentPassword())
+            let settings = PostgreSQLSettings(url: to, password: try await ListenerConfiguration.postgreSQLPasswordWithoutFile())
             guard FileManager.default.fileExists(atPath: path) else { throw storeFailure("store migrate: no database at \(path)") }
             if let holder = StoreUsage.holder(databasePath: path) {
                 throw storeFailure("store migrate: refused: \(holder); stop the service first (systemctl stop thingspace-listener)")

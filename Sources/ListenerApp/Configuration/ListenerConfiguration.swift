@@ -283,6 +283,15 @@ extension ListenerConfiguration {
 
     private static func nonEmpty(_ value: String) -> String? { value.isEmpty ? nil : value }
 
+    /// `storage.postgresql.password` from the environment or the credentials directory alone, as
+    /// the service reads it, for a command given `--database URL` instead of a configuration file.
+    public static func postgreSQLPasswordWithoutFile(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws(ConfigurationError) -> String? {
+        try await ConfigurationSource.load(configPath: nil, environment: environment)
+            .string("storage.postgresql.password", secret: true).flatMap(nonEmpty)
+    }
+
     static func host(_ value: String, key: String) throws(ConfigurationError) -> String {
         guard !value.isEmpty, !value.contains(" "), !value.contains("/") else {
             throw .invalidValue(key: key, expected: "an IP address or host name")
