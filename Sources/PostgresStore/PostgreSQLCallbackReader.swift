@@ -124,42 +124,43 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
         guard limit > 0 else { return [] }
         let duplicates = includeDuplicates ? "" : "AND duplicate_of IS NULL"
         return try callbacks(
-            "SELECT \(CallbackRows.columns) FROM callbacks WHERE id > $1 \(duplicates) ORDER BY id LIMIT $2",
-            [.int(id), .int(Int64(limit))])
+            "SELECT \(CallbackRows.columns) FROM callbacks WHERE id > $1 AND id <= $3 \(duplicates) ORDER BY id LIMIT $2",
+            [.int(id), .int(Int64(limit))], belowHorizon: true)
     }
 
-    private func callbacks(_ sql: String, _ parameters: [PostgreSQLValue]) throws(CallbackStoreError) -> [StoredCallback] {
+    /// With `belowHorizon`, the statement's last parameter is the horizon, read first (a later
+    /// snapshot then sees every id up to it that will ever exist).
+    private func callbacks(
+        _ sql: String, _ parameters: [PostgreSQLValue], belowHorizon: Bool = false
+    ) throws(CallbackStoreError) -> [StoredCallback] {
         let result = try withConnection { connection throws(PostgreSQLError) -> Result<[StoredCallback], CallbackStoreError> in
-            let rows = try connection.query(sql, parameters)
+            let horizon: [PostgreSQLValue] = belowHorizon ? [.int(try PostgreSQLSchema.horizon(on: connection))] : []
+            let rows = try connection.query(sql, parameters + horizon)
             return Result { () throws(CallbackStoreError) in try CallbackRows.read(rows) }
         }
         return try result.get()
     }
 
-    /// The page and the highest id stored come from ONE statement, so from one snapshot: `next`
-    /// passes exactly what the page examined. Commits become visible in id order (the writers
-    /// serialise on the id row), so nothing can appear later below `next`.
+    /// The page of what lies at or below the horizon, read first: every id up to it has committed
+    /// or never will, so `next` passes exactly what the page examined, and nothing can appear
+    /// later below it.
     public func page(after id: Int64, matching filter: CallbackFilter, limit: Int) throws(CallbackStoreError) -> CallbackPage {
         guard limit > 0 else { return CallbackPage(callbacks: [], next: id) }
         var parameters = Parameters()
         let after = parameters.add(.int(id))
+        let limitParameter = parameters.add(.int(Int64(limit)))
         let conditions = ["id > \(after)"] + Self.conditions(filter, &parameters)
         let sql = """
-            SELECT highest.id, page.* FROM (SELECT coalesce(max(id), 0) AS id FROM callbacks) AS highest
-            LEFT JOIN LATERAL (
-                SELECT \(CallbackRows.columns) FROM callbacks WHERE \(conditions.joined(separator: " AND "))
-                ORDER BY id LIMIT \(parameters.add(.int(Int64(limit))))
-            ) AS page ON true
-            ORDER BY page.id
+            SELECT \(CallbackRows.columns) FROM callbacks WHERE \(conditions.joined(separator: " AND ")) AND id <= $\(parameters.values.count + 1)
+            ORDER BY id LIMIT \(limitParameter)
             """
         let result = try withConnection { connection throws(PostgreSQLError) -> Result<CallbackPage, CallbackStoreError> in
-            let rows = try connection.query(sql, parameters.values)
+            let horizon = try PostgreSQLSchema.horizon(on: connection)
+            let rows = try connection.query(sql, parameters.values + [.int(horizon)])
             return Result { () throws(CallbackStoreError) in
-                let highest = rows.count > 0 ? rows.int(0, 0) ?? 0 : 0
-                var callbacks: [StoredCallback] = []
-                for row in 0..<rows.count where !rows.isNull(row, 1) { callbacks.append(try CallbackRows.read(rows, row, from: 1)) }
+                let callbacks = try CallbackRows.read(rows)
                 if callbacks.count == limit, let last = callbacks.last { return CallbackPage(callbacks: callbacks, next: last.id) }
-                return CallbackPage(callbacks: callbacks, next: max(id, highest))
+                return CallbackPage(callbacks: callbacks, next: max(id, horizon))
             }
         }
         return try result.get()
@@ -201,7 +202,11 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
 
     public func lastID() throws(CallbackStoreError) -> Int64 {
         try withConnection { connection throws(PostgreSQLError) in
-            try connection.query("SELECT coalesce(max(id), 0) FROM callbacks").int(0, 0) ?? 0
+            // One statement (the horizon an initplan, read once): its snapshot may predate the
+            // horizon, which only hides a group that committed in between; for a cursor read that
+            // would be a gap, here it is a later answer.
+            try connection.query("SELECT coalesce(max(id), 0) FROM callbacks WHERE id <= (SELECT thingspace_listener_horizon())")
+                .int(0, 0) ?? 0
         }
     }
 
@@ -216,7 +221,8 @@ public final class PostgreSQLCallbackReader: CallbackReader, @unchecked Sendable
             if listener.isListening {
                 // In slices, so that a listener lost mid-wait falls back to polling.
                 let woken = await listener.arrivals.wait(after: id, timeout: min(deadline - now, .seconds(1)))
-                // Heard of an id this reader does not see (purged since): do not spin.
+                // Heard of an id this reader does not see yet (an older group still committing)
+                // or any more (purged since): do not spin.
                 if woken, try lastID() <= id { try? await Task.sleep(for: .milliseconds(25)) }
             } else {
                 try? await Task.sleep(for: min(.milliseconds(25), deadline - now))

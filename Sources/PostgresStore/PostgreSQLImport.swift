@@ -19,8 +19,8 @@ public enum PostgreSQLImport {
         try PostgreSQLSchema.migrate(connection, location: settings.description)
         do {
             try connection.execute("BEGIN")
-            // The id lock: no store of any instance commits while the copy runs.
-            try connection.query("SELECT last_id FROM callback_ids FOR UPDATE")
+            // No store of any instance commits while the copy runs.
+            try PostgreSQLSchema.lockOutGroups(on: connection)
             guard try connection.query("SELECT EXISTS (SELECT 1 FROM callbacks)").bool(0, 0) != true else {
                 try? connection.execute("ROLLBACK")
                 throw CallbackStoreError.backend(
@@ -44,7 +44,9 @@ public enum PostgreSQLImport {
                 INSERT INTO first_deliveries (dedup_key, callback_id)
                 SELECT DISTINCT ON (dedup_key) dedup_key, id FROM callbacks ORDER BY dedup_key, id
                 """)
-            try connection.query("UPDATE callback_ids SET last_id = greatest(last_id, $1)", [.int(cursor)])
+            // Not transactional: a copy failing after this leaves only a gap in the ids.
+            try connection.query(
+                "SELECT setval('callback_id_counter', greatest(last_value, $1), true) FROM callback_id_counter", [.int(cursor)])
             try connection.execute("COMMIT")
             return copied
         } catch {

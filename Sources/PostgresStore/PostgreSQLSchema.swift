@@ -131,9 +131,97 @@ public enum PostgreSQLSchema {
             $$;
             """
         ),
+        (
+            5, "parallel commits",
+            // Groups of every writer and instance commit in parallel. Only the allocation is
+            // serialised, under a session advisory lock released before the rows are written: the
+            // ids (a non-transactional counter, so an aborted group leaves a gap), the group's
+            // in-flight lock (held to COMMIT, keyed by its first id, taken BEFORE the counter shows
+            // the ids), and the first deliveries (so the first delivery of a key is always its
+            // lowest id). Readers see ids only up to `thingspace_listener_horizon()`: below the
+            // lowest group still committing, so an id never appears below one already seen.
+            // Retention and the import take the allocation lock and wait for groups in flight.
+            """
+            CREATE SEQUENCE callback_id_counter AS bigint MINVALUE 0 NO CYCLE;
+            SELECT setval('callback_id_counter', last_id, true) FROM callback_ids;
+            DROP TABLE callback_ids;
+            CREATE OR REPLACE FUNCTION thingspace_listener_store(
+                p_keys text[], p_received bigint[], p_services text[], p_request_ids text[], p_device_ids text[],
+                p_devices text[], p_statuses text[], p_counts integer[], p_remotes text[], p_bodies bytea[])
+            RETURNS TABLE (stored_id bigint, first_delivery bigint) LANGUAGE plpgsql AS $$
+            DECLARE
+                v_count integer := cardinality(p_keys);
+                v_first bigint;
+            BEGIN
+                PERFORM pg_advisory_lock(\(allocationLock));
+                SELECT last_value + 1 INTO v_first FROM callback_id_counter;
+                IF v_first + v_count >= \(inFlightIDLimit) THEN
+                    RAISE EXCEPTION 'callback ids exhausted' USING ERRCODE = '54000';
+                END IF;
+                PERFORM pg_advisory_xact_lock(\(inFlightBase) + v_first);
+                PERFORM pg_advisory_xact_lock_shared(\(maintenanceLock));
+                PERFORM setval('callback_id_counter', v_first + v_count - 1, true);
+                INSERT INTO first_deliveries (dedup_key, callback_id)
+                    SELECT k.key, v_first + min(k.ordinal) - 1 FROM unnest(p_keys) WITH ORDINALITY AS k(key, ordinal)
+                    GROUP BY k.key ORDER BY k.key
+                    ON CONFLICT (dedup_key) DO NOTHING;
+                PERFORM pg_advisory_unlock(\(allocationLock));
+                INSERT INTO callbacks (id, duplicate_of, received_at, service, request_id, device_ids, devices, status,
+                        callback_count, remote_address, dedup_key, body)
+                    SELECT v_first + t.ordinal - 1,
+                        nullif((SELECT f.callback_id FROM first_deliveries AS f WHERE f.dedup_key = t.key), v_first + t.ordinal - 1),
+                        t.received, t.service,
+                        t.request_id, t.device_ids::text[], t.devices, t.status, t.callback_count, t.remote, t.key, t.body
+                    FROM unnest(p_keys, p_received, p_services, p_request_ids, p_device_ids, p_devices, p_statuses, p_counts,
+                            p_remotes, p_bodies)
+                        WITH ORDINALITY AS t(key, received, service, request_id, device_ids, devices, status, callback_count, remote, body, ordinal);
+                PERFORM pg_notify('thingspace_listener_callbacks', (v_first + v_count - 1)::text);
+                RETURN QUERY SELECT c.id, c.duplicate_of FROM callbacks AS c
+                    WHERE c.id BETWEEN v_first AND v_first + v_count - 1 ORDER BY c.id;
+            END
+            $$;
+            CREATE FUNCTION thingspace_listener_horizon() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+            DECLARE
+                v_allocated bigint;
+                v_in_flight bigint;
+            BEGIN
+                -- The counter first, then the locks: a group whose ids the counter shows already
+                -- holds its lock, so every id up to the result has committed or will never be.
+                SELECT last_value INTO v_allocated FROM callback_id_counter;
+                SELECT min((((classid::bigint << 32) | objid::bigint)) - \(inFlightBase)) INTO v_in_flight FROM pg_locks
+                    WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND classid::bigint >> 16 = \(inFlightBase >> 48);
+                RETURN least(v_allocated, v_in_flight - 1);
+            END
+            $$;
+            """
+        ),
     ]
 
+    /// Serialises the allocation of ids (a session lock, released before a group's rows are written).
+    static let allocationLock: Int64 = 0x7473_6C5F_616C_6C6F  // "tsl_allo"
+    /// Held shared by every group until COMMIT; retention and the import take it exclusively, to
+    /// wait for the groups in flight.
+    static let maintenanceLock: Int64 = 0x7473_6C5F_6D61_696E  // "tsl_main"
+    /// A group in flight holds `inFlightBase + its first id` until COMMIT (what the horizon reads);
+    /// ids stay below `inFlightIDLimit` so that the key's top 16 bits are the tag alone.
+    static let inFlightBase: Int64 = 0x7469 << 48  // "ti"
+    static let inFlightIDLimit: Int64 = 1 << 48
+
     public static var currentVersion: Int { migrations.last!.version }
+
+    /// In a transaction: no group of any instance allocates ids until it ends, and every group in
+    /// flight has committed (or failed) when this returns. For retention and the import.
+    static func lockOutGroups(on connection: PostgreSQLConnection) throws(PostgreSQLError) {
+        try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(allocationLock)])
+        try connection.query("SELECT pg_advisory_xact_lock($1)", [.int(maintenanceLock)])
+    }
+
+    /// The highest id a reader may show: every id up to it has committed or never will.
+    static func horizon(on connection: PostgreSQLConnection) throws(PostgreSQLError) -> Int64 {
+        try connection.query("SELECT thingspace_listener_horizon()").int(0, 0) ?? 0
+    }
 
     /// Creates what is missing, one migration per transaction; returns the versions applied now.
     @discardableResult

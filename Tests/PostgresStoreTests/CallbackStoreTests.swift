@@ -5,11 +5,12 @@ import CallbackStore
 import Dispatch
 import Foundation
 import Logging
-import PostgresStore
 import Synchronization
 import TestSupport
 import Testing
 import Vocabulary
+
+@testable import PostgresStore
 
 private func makeCallback(key: String = UUID().uuidString, requestID: String? = "r-1", at receivedAt: Int64 = 1_764_633_600_000)
     -> NewCallback
@@ -22,6 +23,15 @@ private func makeCallback(key: String = UUID().uuidString, requestID: String? = 
 
 private func openStore(_ url: String, password: String? = nil) throws -> PostgreSQLCallbackStore {
     try PostgreSQLCallbackStore(settings: PostgreSQLSettings(url: url, password: password), capacity: 4096, logger: LogCapture().logger())
+}
+
+/// A session in a transaction holding the lock under which groups allocate ids: every group of
+/// every instance waits until it commits.
+private func holdingTheAllocationLock(_ url: String) throws -> PostgreSQLConnection {
+    let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+    try holder.execute("BEGIN")
+    try holder.query("SELECT pg_advisory_xact_lock($1)", [.int(PostgreSQLSchema.allocationLock)])
+    return holder
 }
 
 /// Submits every callback at once and waits (bounded) for every completion; a refused submit is `.closed`.
@@ -277,10 +287,8 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let events = Collector<PostgreSQLCallbackStore.Event>()
         let store = try PostgreSQLCallbackStore(
             settings: PostgreSQLSettings(url: url), capacity: 4, logger: LogCapture().logger(), observer: { events.append($0) })
-        // Another session holds the id row: the store's first commit waits for it.
-        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
-        try holder.execute("BEGIN")
-        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        // Another session holds the allocation lock: the store's first commit waits for it.
+        let holder = try holdingTheAllocationLock(url)
         let results = Collector<Result<CommitReceipt, CallbackStoreError>>()
         #expect(store.submit(makeCallback()) { results.append($0) })
         let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
@@ -376,9 +384,7 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let store = try openStore(url)
         defer { store.close() }
         // Held behind another session's lock, the next three submissions become one batch.
-        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
-        try holder.execute("BEGIN")
-        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        let holder = try holdingTheAllocationLock(url)
         let first = Collector<Result<CommitReceipt, CallbackStoreError>>()
         #expect(store.submit(makeCallback()) { first.append($0) })
         let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
@@ -419,7 +425,6 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let other = try openStore(url)
         defer { other.close() }
         let reader = try other.reader()
-        let started = ContinuousClock.now
         async let woken = withTaskGroup(of: Bool.self) { group in
             for _ in 0..<20 { group.addTask { (try? await reader.waitForCallbacks(after: 0, timeout: .seconds(20))) ?? false } }
             return await group.reduce(into: [Bool]()) { $0.append($1) }
@@ -428,13 +433,111 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let sessions = """
             SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'
             """
-        // Two writers, the reader, its listener and this probe: the waiters add nothing.
-        #expect(await eventuallyAsync { (try? probe.query(sessions).int(0, 0)) == 5 })
+        // Two writers, the reader, its listener and this probe: the waiters add nothing. (Long:
+        // synchronous tests running beside this one may hold the pool the waiters need.)
+        #expect(await eventuallyAsync(within: .seconds(60)) { (try? probe.query(sessions).int(0, 0)) == 5 })
         try await Task.sleep(for: .milliseconds(200))
         #expect(try probe.query(sessions).int(0, 0) == 5)
+        let submitted = ContinuousClock.now
         _ = try await blocking { submitAll(writing, [makeCallback()]) }
         #expect(await woken == Array(repeating: true, count: 20))
-        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(ContinuousClock.now - submitted < .seconds(10))
+    }
+
+    /// A session that inserted a row of id `id` and has not committed: a group writing that id
+    /// waits for it, past the allocation (in flight, holding nothing the next groups need).
+    private func blockingID(_ id: Int64, _ url: String) throws -> PostgreSQLConnection {
+        let blocker = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        try blocker.execute("BEGIN")
+        try blocker.query(
+            """
+            INSERT INTO callbacks (id, received_at, service, device_ids, devices, remote_address, dedup_key, body)
+            VALUES ($1, 0, 'CarrierService', '{}', '[]', '192.0.2.1', 'blocker', '\\x7b7d')
+            """, [.int(id)])
+        return blocker
+    }
+
+    @Test func groupsOfTwoInstancesCommitSideBySideAndReadersSeeThemOnlyInIDOrder() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "parallel")
+        let (store, other) = (try openStore(url), try openStore(url))
+        defer { for store in [store, other] { store.close() } }
+        let reader = try store.reader()
+        let blocker = try blockingID(1, url)
+        let first = Collector<Result<CommitReceipt, CallbackStoreError>>()
+        #expect(other.submit(makeCallback()) { first.append($0) })
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        #expect(await eventuallyAsync { (try? probe.query(waiting).int(0, 0)) == 1 })
+
+        // The other instance's group commits while the first is still in flight: no waiting behind it.
+        let second = try await blocking { try submitAll(store, [makeCallback()], timeout: .seconds(10))[0].get() }
+        #expect(second.id == 2)
+        #expect(first.values.isEmpty)
+        // Committed, but below it id 1 may still appear: no reader shows it yet.
+        #expect(try reader.callbacks(after: 0, limit: 10, includeDuplicates: true).isEmpty)
+        #expect(try reader.lastID() == 0)
+        #expect(try reader.page(after: 0, matching: CallbackFilter(includeDuplicates: true), limit: 10).next == 0)
+
+        try blocker.execute("ROLLBACK")
+        #expect(await eventuallyAsync { first.values.count == 1 })
+        #expect(try first.values.first?.get().id == 1)
+        #expect(try reader.callbacks(after: 0, limit: 10, includeDuplicates: true).map(\.id) == [1, 2])
+        #expect(try reader.page(after: 0, matching: CallbackFilter(includeDuplicates: true), limit: 10).next == 2)
+    }
+
+    @Test func aGroupFailingWhileItAllocatesReleasesTheAllocationLock() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "allocation")
+        let failing = try openStore(url)
+        defer { failing.close() }
+        let admin = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        // The function refuses ids past the limit after it took the lock.
+        try admin.query("SELECT setval('callback_id_counter', $1)", [.int(PostgreSQLSchema.inFlightIDLimit - 1)])
+        let refused = try await blocking { submitAll(failing, [makeCallback()], timeout: .seconds(10))[0] }
+        guard case .failure(.backend(let message)) = refused else {
+            Issue.record("expected the ids to be exhausted: \(refused)")
+            return
+        }
+        #expect(message.contains("callback ids exhausted"))
+        try admin.query("SELECT setval('callback_id_counter', 41)")
+        // Another instance allocates at once (the failed session would hold the lock forever).
+        let other = try openStore(url)
+        defer { other.close() }
+        let result = try await blocking { submitAll(other, [makeCallback()], timeout: .seconds(10))[0] }
+        guard case .success(let stored) = result else {
+            Issue.record("the other instance could not store: \(result)")
+            failing.close()  // ends its session and so the lock: the other's close can finish
+            return
+        }
+        #expect(stored.id == 42)
+        #expect(try await blocking { try submitAll(failing, [makeCallback()], timeout: .seconds(10))[0].get() }.id == 43)
+    }
+
+    @Test func aPurgeWaitsForGroupsInFlightSoThatNoRepeatLinksToADeletedRow() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "purgewait")
+        let store = try openStore(url)
+        defer { store.close() }
+        let old = try await blocking { try submitAll(store, [makeCallback(key: "k", at: 1_000)])[0].get() }
+        // A repeat of it, held in flight after it linked to the old row.
+        let blocker = try blockingID(old.id + 1, url)
+        let repeated = Collector<Result<CommitReceipt, CallbackStoreError>>()
+        #expect(store.submit(makeCallback(key: "k", at: 9_000)) { repeated.append($0) })
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        #expect(await eventuallyAsync { (try? probe.query(waiting).int(0, 0)) == 1 })
+        // Another instance's retention.
+        let other = try openStore(url)
+        defer { other.close() }
+        async let purged = other.purge(olderThan: 2_000)
+        #expect(await eventuallyAsync { (try? probe.query(waiting).int(0, 0)) == 2 })  // the purge waits too
+        try blocker.execute("ROLLBACK")
+        #expect(try await purged == 1)
+        let receipt = try repeated.values.first?.get()
+        #expect(receipt?.duplicateOf == old.id)  // linked when it was stored
+        let reader = try store.reader()
+        // Relinked by the purge that waited for it: the first delivery of its key now.
+        #expect(try everything(reader).map(\.id) == [old.id + 1])
+        #expect(try reader.callback(id: old.id + 1)?.duplicateOf == nil)
+        #expect(try await blocking { try submitAll(store, [makeCallback(key: "k", at: 9_500)])[0].get() }.duplicateOf == old.id + 1)
     }
 
     @Test func aLongPurgeLetsCallbacksInBetweenItsChunksAndRelinksAcrossThem() async throws {
@@ -452,11 +555,9 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         }
         #expect(repeats.allSatisfy { $0.duplicateOf == seeded[0].id })
 
-        // Another session holds the id lock, so the purge's first chunk waits; a callback submitted
-        // meanwhile must be stored before the purge has finished, not after all of it.
-        let holder = try PostgreSQLConnection(PostgreSQLSettings(url: url))
-        try holder.execute("BEGIN")
-        try holder.query("SELECT last_id FROM callback_ids FOR UPDATE")
+        // Another session holds the allocation lock, so the purge's first chunk waits; a callback
+        // submitted meanwhile must be stored before the purge has finished, not after all of it.
+        let holder = try holdingTheAllocationLock(url)
         let order = Collector<String>()
         async let purged = store.purge(olderThan: 2_000)
         let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
