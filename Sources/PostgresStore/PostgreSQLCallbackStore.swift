@@ -1,16 +1,17 @@
-// The intake for several instances sharing one PostgreSQL database. One writer thread owns the
-// connection and commits everything waiting in ONE transaction (group commit), a single statement
-// calling `thingspace_listener_store` (ids, repeats, rows and the NOTIFY in one round trip): while
-// a batch commits, the next accumulates. The groups of several instances commit side by side
-// (schema migration 5 serialises only the allocation of ids). A callback is acknowledged only
-// after its transaction's COMMIT returned.
+// The intake for several instances sharing one PostgreSQL database. Writer threads (one by
+// default, `storage.postgresql.writers`), each with its own connection, take everything waiting
+// and commit it in ONE transaction (group commit), a single statement calling
+// `thingspace_listener_store` (ids, repeats and rows in one round trip): while a batch commits,
+// the next accumulates. Groups of every writer and instance commit side by side (schema migration
+// 5 serialises only the allocation of ids); readers hear of them from `CommitNotifier`, after
+// COMMIT. A callback is acknowledged only after its transaction's COMMIT returned.
 //
-// One writer per instance: on a server short of CPU, more writers only make groups smaller and
-// each callback dearer (measured with 2 and 3 writers: 20 to 25 % fewer callbacks per second).
+// More writers help where a COMMIT waits on the network (a synchronous standby); on a server
+// short of CPU they only make groups smaller and each callback dearer (bench/RESULTS.md).
 //
 // An outage (server down, restarting, failing over, the connection cut) fails the batch with
-// `.unavailable` (503; ThingSpace retries), and the writer reconnects with backoff. While it is
-// disconnected, callbacks fail at once instead of waiting for the outage to end.
+// `.unavailable` (503; ThingSpace retries), and each writer reconnects with backoff. While none
+// is connected, callbacks fail at once instead of waiting for the outage to end.
 import CallbackStore
 import Foundation
 import Logging
@@ -27,8 +28,7 @@ public final class PostgreSQLCallbackStore: CallbackIntake, CallbackMaintenance 
     /// Called for each `Event`, for metrics; keep it short.
     public typealias Observer = @Sendable (Event) -> Void
 
-    /// The channel every commit notifies, with the highest id it stored as the payload (the store
-    /// function names it too).
+    /// The channel notified after commits, with the highest id stored as the payload.
     public static let notificationChannel = "thingspace_listener_callbacks"
     /// The most callbacks in one transaction.
     static let batchLimit = 1024
@@ -37,17 +37,23 @@ public final class PostgreSQLCallbackStore: CallbackIntake, CallbackMaintenance 
     private let settings: PostgreSQLSettings
 
     /// Connects (an outage throws `.unavailable`: the caller retries), migrates the schema and
-    /// starts the writer thread.
-    public init(settings: PostgreSQLSettings, capacity: Int, logger: Logger, observer: Observer? = nil) throws(CallbackStoreError) {
+    /// starts `writers` writer threads, each with its own connection.
+    public init(
+        settings: PostgreSQLSettings, capacity: Int, writers: Int = 1, logger: Logger, observer: Observer? = nil
+    ) throws(CallbackStoreError) {
         self.settings = settings
-        let connection: PostgreSQLConnection
+        var connections: [PostgreSQLConnection] = []
         do {
-            connection = try PostgreSQLConnection(settings)
+            connections.append(try PostgreSQLConnection(settings))
+            try PostgreSQLSchema.migrate(connections[0], location: settings.description)
+            while connections.count < max(1, writers) { connections.append(try PostgreSQLConnection(settings)) }
         } catch {
-            throw error.storeError
+            for connection in connections { connection.close() }
+            throw .from(error)
         }
-        try PostgreSQLSchema.migrate(connection, location: settings.description)
-        writer = Writer(connection: connection, settings: settings, capacity: capacity, logger: logger, observer: observer)
+        writer = Writer(
+            connections: connections, notifier: CommitNotifier(settings: settings), settings: settings, capacity: capacity,
+            logger: logger, observer: observer)
     }
 
     deinit { writer.close() }
@@ -56,7 +62,7 @@ public final class PostgreSQLCallbackStore: CallbackIntake, CallbackMaintenance 
         writer.submit(callback, completion: completion)
     }
 
-    public var isFailing: Bool { writer.isFailing.load(ordering: .relaxed) }
+    public var isFailing: Bool { writer.isFailing }
     public var progressHeartbeat: UInt64 { writer.heartbeat.load(ordering: .relaxed) }
     public var statistics: IntakeStatistics { writer.statistics }
     public func close() { writer.close() }
@@ -71,66 +77,68 @@ public final class PostgreSQLCallbackStore: CallbackIntake, CallbackMaintenance 
     }
 }
 
-/// The writer thread and what it shares with submitters (guarded by `condition`).
+/// What the writer threads share with submitters (guarded by `condition`), and the threads.
 private final class Writer: @unchecked Sendable {
     struct Submission {
         var callback: NewCallback
         var completion: CallbackIntake.Completion
     }
 
-    typealias Job = (PostgreSQLConnection?) -> Void
+    /// Work other than a batch (a purge chunk), run by whichever thread takes it.
+    typealias Job = (WriterThread) -> Void
 
     static let idleTick: TimeInterval = 0.25
-    static let firstBackoff: Duration = .milliseconds(250)
-    static let longestBackoff: Duration = .seconds(5)
-    /// Rows deleted per purge transaction: each holds the allocation lock, so commits wait at most one chunk.
-    static let purgeChunk = 5_000
 
-    let isFailing = Atomic<Bool>(false)
+    /// Threads with a connection: with none, what waits fails at once (nobody could commit it).
+    let connected = Atomic<Int>(0)
+    /// The last statement failed for a reason other than the connection (cleared by a commit).
+    let statementsFail = Atomic<Bool>(false)
     let heartbeat = Atomic<UInt64>(0)
-    private let committedBatches = Atomic<UInt64>(0)
-    private let committedCallbacks = Atomic<UInt64>(0)
-    private let failedBatches = Atomic<UInt64>(0)
-    private let failedCallbacks = Atomic<UInt64>(0)
+    let committedBatches = Atomic<UInt64>(0)
+    let committedCallbacks = Atomic<UInt64>(0)
+    let failedBatches = Atomic<UInt64>(0)
+    let failedCallbacks = Atomic<UInt64>(0)
 
-    private let settings: PostgreSQLSettings
+    let settings: PostgreSQLSettings
+    let logger: Logger
+    let observer: PostgreSQLCallbackStore.Observer?
     private let capacity: Int
-    private let logger: Logger
-    private let observer: PostgreSQLCallbackStore.Observer?
 
-    private let condition = NSCondition()
-    private var pending: [Submission] = []  // condition
-    private var jobs: [Job] = []  // condition
-    private var stopping = false  // condition
-    private var threadDone = false  // condition
+    let condition = NSCondition()
+    var pending: [Submission] = []  // condition
+    var jobs: [Job] = []  // condition
+    var stopping = false  // condition
+    private var running = 0  // condition: threads not finished yet
 
-    /// The writer thread's alone.
-    private var connection: PostgreSQLConnection?
-    private var backoff = Writer.firstBackoff
-    private var nextAttempt = ContinuousClock.now
-    private var lastReconnectFailure: String?
+    private let threadIDs = Mutex<[pthread_t]>([])
 
-    private let threadID = Mutex<pthread_t?>(nil)
+    let notifier: CommitNotifier
 
     init(
-        connection: PostgreSQLConnection, settings: PostgreSQLSettings, capacity: Int, logger: Logger,
+        connections: [PostgreSQLConnection], notifier: CommitNotifier, settings: PostgreSQLSettings, capacity: Int, logger: Logger,
         observer: PostgreSQLCallbackStore.Observer?
     ) {
-        self.connection = connection
+        self.notifier = notifier
         self.settings = settings
         self.capacity = max(1, capacity)
         self.logger = logger
         self.observer = observer
-        let thread = Thread { [self] in
-            Thread.current.name = "pg-writer"
-            threadID.withLock { $0 = pthread_self() }
-            run()
-            condition.lock()
-            threadDone = true
-            condition.broadcast()
-            condition.unlock()
+        running = connections.count
+        connected.store(connections.count, ordering: .relaxed)
+        for (index, connection) in connections.enumerated() {
+            let writerThread = WriterThread(writer: self, connection: connection)
+            let thread = Thread { [self] in
+                Thread.current.name = "pg-writer-\(index)"
+                threadIDs.withLock { $0.append(pthread_self()) }
+                writerThread.run()
+                condition.lock()
+                running -= 1
+                if running == 0 { notifier.close() }
+                condition.broadcast()
+                condition.unlock()
+            }
+            thread.start()
         }
-        thread.start()
     }
 
     var statistics: IntakeStatistics {
@@ -139,24 +147,27 @@ private final class Writer: @unchecked Sendable {
             failedBatches: failedBatches.load(ordering: .relaxed), failedCallbacks: failedCallbacks.load(ordering: .relaxed))
     }
 
+    var isFailing: Bool { connected.load(ordering: .relaxed) == 0 || statementsFail.load(ordering: .relaxed) }
+
     func submit(_ callback: NewCallback, completion: @escaping CallbackIntake.Completion) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping, pending.count < capacity else { return false }
         pending.append(Submission(callback: callback, completion: completion))
-        condition.signal()
+        // One wake-up per group, not per callback: the first one waiting takes what follows too.
+        if pending.count == 1 { condition.signal() }
         return true
     }
 
-    /// Commits what was accepted, then stops the thread and closes the connection. From the writer
-    /// thread itself (a completion or the observer), only asks it to stop.
+    /// Commits what was accepted, then stops the threads and closes their connections. From a
+    /// writer thread itself (a completion or the observer), only asks them to stop.
     func close() {
-        let onWriterThread = threadID.withLock { $0.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+        let onWriterThread = threadIDs.withLock { $0.contains { pthread_equal($0, pthread_self()) != 0 } }
         condition.lock()
         defer { condition.unlock() }
         stopping = true
         condition.broadcast()
-        while !onWriterThread && !threadDone { condition.wait() }
+        while !onWriterThread && running > 0 { condition.wait() }
     }
 
     typealias PurgeResult = CheckedContinuation<Result<Int, CallbackStoreError>, Never>
@@ -175,15 +186,13 @@ private final class Writer: @unchecked Sendable {
     /// One chunk, then the next one queued behind the batches waiting by then: callbacks never
     /// wait for a whole purge, only for a chunk.
     private func purgeJob(olderThan cutoff: Int64, purgedSoFar: Int, done: PurgeResult) -> Job {
-        { [self] connection in
-            guard let connection else {
-                return done.resume(returning: .failure(.unavailable(message: "not connected to PostgreSQL")))
-            }
+        { [self] thread in
             do throws(CallbackStoreError) {
-                let deleted = try purgeChunk(olderThan: cutoff, on: connection)
+                let deleted = try thread.purgeChunk(olderThan: cutoff)
                 guard deleted > 0 else { return done.resume(returning: .success(purgedSoFar)) }
                 condition.lock()
                 jobs.append(purgeJob(olderThan: cutoff, purgedSoFar: purgedSoFar + deleted, done: done))
+                condition.signal()
                 condition.unlock()
             } catch {
                 done.resume(returning: .failure(error))
@@ -191,65 +200,101 @@ private final class Writer: @unchecked Sendable {
         }
     }
 
-    // MARK: The writer thread
+    /// Everything waiting (up to `batchLimit`) for one thread, and the jobs; `nil` once stopping
+    /// with nothing left. Waits up to `idleTick` for work. `all`: everything, without waiting.
+    func take(all: Bool = false) -> (batch: [Submission], jobs: [Job])? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !all && pending.isEmpty && jobs.isEmpty && !stopping {
+            if !condition.wait(until: Date(timeIntervalSinceNow: Self.idleTick)) { break }
+        }
+        let batch = all ? pending : Array(pending.prefix(PostgreSQLCallbackStore.batchLimit))
+        pending.removeFirst(batch.count)
+        let taken = jobs
+        jobs = []
+        if stopping && batch.isEmpty && taken.isEmpty && pending.isEmpty { return nil }
+        // More than one batch waits: wake another thread for the rest.
+        if !pending.isEmpty { condition.signal() }
+        return (batch, taken)
+    }
 
-    private func run() {
+    var isStopping: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopping
+    }
+
+    func fail(_ batch: [Submission], _ error: CallbackStoreError, started: ContinuousClock.Instant) {
+        guard !batch.isEmpty else { return }
+        for submission in batch { submission.completion(.failure(error)) }
+        failedBatches.add(1, ordering: .relaxed)
+        failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
+        observer?(.failed(batchSize: batch.count, duration: ContinuousClock.now - started, error: error))
+    }
+}
+
+/// One writer thread and its connection: commits the groups it takes, each in one statement, while
+/// the other threads commit theirs (schema migration 5 serialises only the allocation of ids).
+/// Confined to its thread once started.
+private final class WriterThread: @unchecked Sendable {
+    static let firstBackoff: Duration = .milliseconds(250)
+    static let longestBackoff: Duration = .seconds(5)
+    /// Rows deleted per purge transaction: each holds the allocation lock, so commits wait at most one chunk.
+    static let purgeChunk = 5_000
+
+    private let writer: Writer
+    private var connection: PostgreSQLConnection?
+    private var backoff = WriterThread.firstBackoff
+    private var nextAttempt = ContinuousClock.now
+    private var lastReconnectFailure: String?
+
+    private var settings: PostgreSQLSettings { writer.settings }
+    private var logger: Logger { writer.logger }
+
+    init(writer: Writer, connection: PostgreSQLConnection) {
+        self.writer = writer
+        self.connection = connection
+    }
+
+    func run() {
         while true {
-            heartbeat.add(1, ordering: .relaxed)
+            writer.heartbeat.add(1, ordering: .relaxed)
             if connection == nil {
-                condition.lock()
-                let stop = stopping
-                condition.unlock()
+                let stop = writer.isStopping
                 // Closing: one last try, so that what was accepted is committed if it can be.
                 if stop { reconnect() }
+                // With another thread connected, what waits is left to it.
+                let othersConnected = writer.connected.load(ordering: .relaxed) > 0
                 if connection == nil {
                     // Nobody waits for the outage to end: what arrived while disconnected fails
                     // now (503, Retry-After), before a reconnect that may take its connect timeout.
-                    let (batch, waitingJobs) = takeAll()
-                    fail(batch, .unavailable(message: "not connected to PostgreSQL (reconnecting)"), started: .now)
-                    for job in waitingJobs { job(nil) }
+                    if !othersConnected, let (batch, waitingJobs) = writer.take(all: true) {
+                        writer.fail(batch, .unavailable(message: "not connected to PostgreSQL (reconnecting)"), started: .now)
+                        for job in waitingJobs { job(self) }
+                    }
                     if stop { break }
                     if ContinuousClock.now >= nextAttempt { reconnect() }
                 }
                 if connection == nil {
-                    condition.lock()
-                    if pending.isEmpty && jobs.isEmpty && !stopping {
-                        let wait = min(nextAttempt - ContinuousClock.now, .seconds(Self.idleTick))
-                        _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, wait.seconds)))
+                    writer.condition.lock()
+                    if othersConnected || (writer.pending.isEmpty && writer.jobs.isEmpty && !writer.stopping) {
+                        let wait = min(nextAttempt - ContinuousClock.now, .seconds(Writer.idleTick))
+                        _ = writer.condition.wait(until: Date(timeIntervalSinceNow: max(0, wait.seconds)))
                     }
-                    condition.unlock()
+                    writer.condition.unlock()
                     continue
                 }
             }
-            condition.lock()
-            while pending.isEmpty && jobs.isEmpty && !stopping {
-                if !condition.wait(until: Date(timeIntervalSinceNow: Self.idleTick)) { break }
-            }
-            let batch = Array(pending.prefix(PostgreSQLCallbackStore.batchLimit))
-            pending.removeFirst(batch.count)
-            let waitingJobs = jobs
-            jobs = []
-            let done = stopping && pending.isEmpty && batch.isEmpty && waitingJobs.isEmpty
-            condition.unlock()
-            if done { break }
+            guard let (batch, waitingJobs) = writer.take() else { break }
             if batch.isEmpty && waitingJobs.isEmpty {
                 checkIdleConnection()
                 continue
             }
             if !batch.isEmpty { commit(batch) }
-            for job in waitingJobs { job(connection) }
+            for job in waitingJobs { job(self) }
         }
         connection?.close()
         connection = nil
-    }
-
-    private func takeAll() -> ([Submission], [Job]) {
-        condition.lock()
-        defer { condition.unlock() }
-        let taken = (pending, jobs)
-        pending = []
-        jobs = []
-        return taken
     }
 
     /// Idle: notice a connection the server closed (a restart) now, rather than with a batch.
@@ -268,11 +313,10 @@ private final class Writer: @unchecked Sendable {
             connection = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)
             backoff = Self.firstBackoff
             lastReconnectFailure = nil
-            if isFailing.exchange(false, ordering: .relaxed) {
+            if writer.connected.add(1, ordering: .relaxed).newValue == 1 {
                 logger.notice("Reconnected to PostgreSQL; storing callbacks resumes", metadata: ["store.url": "\(settings.description)"])
             }
         } catch {
-            isFailing.store(true, ordering: .relaxed)
             nextAttempt = .now + backoff
             backoff = min(backoff * 2, Self.longestBackoff)
             // Once per reason, so that a lasting one (a changed password, a full server) is seen.
@@ -284,9 +328,10 @@ private final class Writer: @unchecked Sendable {
         }
     }
 
-    /// The connection is gone: everything fails until `reconnect` succeeds.
+    /// The connection is gone: this thread takes nothing until `reconnect` succeeds, and when it
+    /// was the last one connected, everything fails until one is back.
     private func lost(_ error: PostgreSQLError) {
-        if !isFailing.exchange(true, ordering: .relaxed) {
+        if writer.connected.subtract(1, ordering: .relaxed).newValue == 0 {
             logger.error(
                 "Lost the connection to PostgreSQL; callbacks are refused (503) until it is back",
                 metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
@@ -297,18 +342,19 @@ private final class Writer: @unchecked Sendable {
         backoff = min(backoff * 2, Self.longestBackoff)
     }
 
-    private func commit(_ batch: [Submission]) {
+    private func commit(_ batch: [Writer.Submission]) {
         let started = ContinuousClock.now
         guard let connection else {
-            return fail(batch, .unavailable(message: "not connected to PostgreSQL"), started: started)
+            return writer.fail(batch, .unavailable(message: "not connected to PostgreSQL"), started: started)
         }
         do {
             let receipts = try Self.write(batch.map(\.callback), on: connection)
-            isFailing.store(false, ordering: .relaxed)
+            writer.statementsFail.store(false, ordering: .relaxed)
             for (submission, receipt) in zip(batch, receipts) { submission.completion(.success(receipt)) }
-            committedBatches.add(1, ordering: .relaxed)
-            committedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
-            observer?(.committed(batchSize: batch.count, duration: ContinuousClock.now - started))
+            if let last = receipts.last { writer.notifier.stored(upTo: last.id) }
+            writer.committedBatches.add(1, ordering: .relaxed)
+            writer.committedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
+            writer.observer?(.committed(batchSize: batch.count, duration: ContinuousClock.now - started))
         } catch {
             // A connection lost during COMMIT leaves the outcome unknown: the rows may be stored.
             // The batch fails all the same (never an acknowledgement that might be false); ThingSpace
@@ -328,11 +374,11 @@ private final class Writer: @unchecked Sendable {
                     }
                     logger.warning("A callback could not be stored", metadata: ["error": "\(error)"])
                 } else {
-                    isFailing.store(true, ordering: .relaxed)
+                    writer.statementsFail.store(true, ordering: .relaxed)
                     logger.error("Storing callbacks failed", metadata: ["error": "\(error)", "store.url": "\(settings.description)"])
                 }
             }
-            fail(batch, error.storeError, started: started)
+            writer.fail(batch, error.storeError, started: started)
         }
     }
 
@@ -359,14 +405,6 @@ private final class Writer: @unchecked Sendable {
         return (0..<rows.count).map { CommitReceipt(id: rows.int($0, 0) ?? 0, duplicateOf: rows.int($0, 1)) }
     }
 
-    private func fail(_ batch: [Submission], _ error: CallbackStoreError, started: ContinuousClock.Instant) {
-        guard !batch.isEmpty else { return }
-        for submission in batch { submission.completion(.failure(error)) }
-        failedBatches.add(1, ordering: .relaxed)
-        failedCallbacks.add(UInt64(batch.count), ordering: .relaxed)
-        observer?(.failed(batchSize: batch.count, duration: ContinuousClock.now - started, error: error))
-    }
-
     // MARK: Purge
 
     /// Deletes up to `purgeChunk` callbacks received before `cutoff` in one transaction that holds
@@ -374,7 +412,8 @@ private final class Writer: @unchecked Sendable {
     /// repeat to a row being deleted); a kept repeat whose first delivery goes is relinked to the
     /// oldest kept delivery of its key, which becomes the key's first delivery. Returns how many
     /// were deleted.
-    private func purgeChunk(olderThan cutoff: Int64, on connection: PostgreSQLConnection) throws(CallbackStoreError) -> Int {
+    func purgeChunk(olderThan cutoff: Int64) throws(CallbackStoreError) -> Int {
+        guard let connection else { throw .unavailable(message: "not connected to PostgreSQL") }
         do {
             try connection.execute("BEGIN")
             try PostgreSQLSchema.lockOutGroups(on: connection)
@@ -412,6 +451,78 @@ private final class Writer: @unchecked Sendable {
                 try? connection.execute("ROLLBACK")
             }
             throw error.storeError
+        }
+    }
+}
+
+/// Tells listening readers (any instance) of new ids, after COMMIT and off the writers' path: one
+/// thread and connection, one NOTIFY at a time carrying the highest id committed so far, in its
+/// own transaction with `synchronous_commit = off` (a notification lost in a crash costs a reader
+/// a poll, never a callback). While the connection is down, notifications wait for it.
+final class CommitNotifier: @unchecked Sendable {
+    private let settings: PostgreSQLSettings
+    private let condition = NSCondition()
+    private var highest: Int64 = 0  // condition
+    private var notified: Int64 = 0  // condition
+    private var closing = false  // condition
+    private var started = false  // condition
+
+    init(settings: PostgreSQLSettings) { self.settings = settings }
+
+    func stored(upTo id: Int64) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !closing else { return }
+        highest = max(highest, id)
+        if !started {
+            started = true
+            let thread = Thread { [self] in
+                Thread.current.name = "pg-notifier"
+                run()
+            }
+            thread.start()
+        }
+        condition.signal()
+    }
+
+    /// Sends what is pending (bounded), then stops.
+    func close() {
+        condition.lock()
+        closing = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func run() {
+        var connection: PostgreSQLConnection?
+        defer { connection?.close() }
+        while true {
+            condition.lock()
+            while highest == notified && !closing { condition.wait() }
+            let id = highest
+            let stop = closing
+            condition.unlock()
+            if id > notified {
+                do {
+                    if connection == nil {
+                        let opened = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)
+                        connection = opened
+                        try opened.execute("SET synchronous_commit = off")
+                    }
+                    try connection?.query(
+                        "SELECT pg_notify($1, $2)", [.text(PostgreSQLCallbackStore.notificationChannel), .text(String(id))])
+                    condition.lock()
+                    notified = id
+                    condition.unlock()
+                } catch {
+                    connection?.close()
+                    connection = nil
+                    if stop { return }
+                    Thread.sleep(forTimeInterval: 0.25)
+                    continue
+                }
+            }
+            if stop { return }
         }
     }
 }

@@ -141,6 +141,9 @@ public enum PostgreSQLSchema {
             // lowest id). Readers see ids only up to `thingspace_listener_horizon()`: below the
             // lowest group still committing, so an id never appears below one already seen.
             // Retention and the import take the allocation lock and wait for groups in flight.
+            // No NOTIFY here: PostgreSQL holds one lock for every notifying transaction from its
+            // pre-commit through its WAL flush (notifications go out in commit order), which
+            // would serialise the commits again; the store notifies after COMMIT instead.
             """
             CREATE SEQUENCE callback_id_counter AS bigint MINVALUE 0 NO CYCLE;
             SELECT setval('callback_id_counter', last_id, true) FROM callback_ids;
@@ -175,7 +178,6 @@ public enum PostgreSQLSchema {
                     FROM unnest(p_keys, p_received, p_services, p_request_ids, p_device_ids, p_devices, p_statuses, p_counts,
                             p_remotes, p_bodies)
                         WITH ORDINALITY AS t(key, received, service, request_id, device_ids, devices, status, callback_count, remote, body, ordinal);
-                PERFORM pg_notify('thingspace_listener_callbacks', (v_first + v_count - 1)::text);
                 RETURN QUERY SELECT c.id, c.duplicate_of FROM callbacks AS c
                     WHERE c.id BETWEEN v_first AND v_first + v_count - 1 ORDER BY c.id;
             END

@@ -19,6 +19,18 @@ import Testing
         let conninfo = try await ConfigurationLoading.load(
             #"{"storage": {"backend": "postgresql", "postgresql": {"url": "host=/run/postgresql dbname=listener"}}}"#)
         #expect(conninfo.storage.postgresql?.url == "host=/run/postgresql dbname=listener")
+        #expect(conninfo.storage.postgresql?.writers == 1)
+    }
+
+    @Test func writersAreConfigurableWithinBounds() async throws {
+        let configuration = try await ConfigurationLoading.load(
+            #"{"storage": {"backend": "postgresql", "postgresql": {"url": "host=db dbname=listener", "writers": 4}}}"#)
+        #expect(configuration.storage.postgresql?.writers == 4)
+        for writers in [0, ListenerConfiguration.Storage.PostgreSQL.writerLimit + 1] {
+            let error = await ConfigurationLoading.errorText(
+                #"{"storage": {"backend": "postgresql", "postgresql": {"url": "host=db dbname=listener", "writers": \#(writers)}}}"#)
+            #expect(error?.contains("storage.postgresql.writers") == true, "\(error ?? "loaded")")
+        }
     }
 
     @Test func thePasswordComesFromTheCredentialsFileOrTheEnvironmentAndIsNeverPrinted() async throws {

@@ -168,7 +168,9 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(store.statistics.failedCallbacks == UInt64(failures.values.count))
     }
 
-    @Test func whileTheServerIsDownCallbacksFailPromptlyAndStoringResumesByItself() async throws {
+    /// With one writer, and with three (each reconnects; none refuses while another is connected).
+    @Test(arguments: [1, 3])
+    func whileTheServerIsDownCallbacksFailPromptlyAndStoringResumesByItself(writers: Int) async throws {
         let server = try PostgreSQLServer()
         // The role that needs a password, given in the settings: it must be in no message or log line.
         let url = try server.makeDatabase(prefix: "down").replacing(
@@ -176,8 +178,8 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let logs = LogCapture()
         let events = Collector<PostgreSQLCallbackStore.Event>()
         let store = try PostgreSQLCallbackStore(
-            settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, logger: logs.logger(),
-            observer: { events.append($0) })
+            settings: PostgreSQLSettings(url: url, password: PostgreSQLServer.password), capacity: 4096, writers: writers,
+            logger: logs.logger(), observer: { events.append($0) })
         defer { store.close() }
         let reader = try store.reader()
         // What blocks runs on threads of its own (`blocking`), never on the pool the waits need.
@@ -444,6 +446,25 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(ContinuousClock.now - submitted < .seconds(10))
     }
 
+    @Test func commitsAreNotifiedAfterwardsWithTheHighestID() async throws {
+        let url = try PostgreSQLServer.shared().makeDatabase(prefix: "notify")
+        let store = try openStore(url)
+        defer { store.close() }
+        let (ids, heard) = try await blocking {
+            let listener = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+            try listener.listen(PostgreSQLCallbackStore.notificationChannel)
+            let ids = try submitAll(store, (0..<3).map { _ in makeCallback() }).map { try $0.get().id }
+            var heard: [String] = []
+            let deadline = ContinuousClock.now + .seconds(10)
+            while heard.last != String(ids.max()!) && ContinuousClock.now < deadline {
+                heard += try listener.notifications(waitingUpTo: .milliseconds(100)).map(\.payload)
+            }
+            return (ids, heard)
+        }
+        #expect(heard.last == String(ids.max()!))
+        #expect(heard.allSatisfy { Int64($0).map { ids.contains($0) } == true })
+    }
+
     /// A session that inserted a row of id `id` and has not committed: a group writing that id
     /// waits for it, past the allocation (in flight, holding nothing the next groups need).
     private func blockingID(_ id: Int64, _ url: String) throws -> PostgreSQLConnection {
@@ -457,9 +478,13 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         return blocker
     }
 
-    @Test func groupsOfTwoInstancesCommitSideBySideAndReadersSeeThemOnlyInIDOrder() async throws {
+    /// Two instances, or one with two writers.
+    @Test(arguments: [false, true])
+    func groupsCommitSideBySideAndReadersSeeThemOnlyInIDOrder(oneInstance: Bool) async throws {
         let url = try PostgreSQLServer.shared().makeDatabase(prefix: "parallel")
-        let (store, other) = (try openStore(url), try openStore(url))
+        let store = try PostgreSQLCallbackStore(
+            settings: PostgreSQLSettings(url: url), capacity: 4096, writers: oneInstance ? 2 : 1, logger: LogCapture().logger())
+        let other = oneInstance ? store : try openStore(url)
         defer { for store in [store, other] { store.close() } }
         let reader = try store.reader()
         let blocker = try blockingID(1, url)
@@ -469,7 +494,7 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         #expect(await eventuallyAsync { (try? probe.query(waiting).int(0, 0)) == 1 })
 
-        // The other instance's group commits while the first is still in flight: no waiting behind it.
+        // The next group commits while the first is still in flight: no waiting behind it.
         let second = try await blocking { try submitAll(store, [makeCallback()], timeout: .seconds(10))[0].get() }
         #expect(second.id == 2)
         #expect(first.values.isEmpty)

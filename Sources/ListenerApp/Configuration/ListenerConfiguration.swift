@@ -43,6 +43,11 @@ public struct ListenerConfiguration: Sendable {
         public struct PostgreSQL: Sendable {
             public var url: String
             public var password: Secret?
+            /// `storage.postgresql.writers`: groups of one instance committing side by side.
+            public var writers = PostgreSQL.defaultWriters
+
+            public static let defaultWriters = 1
+            public static let writerLimit = 64
         }
     }
 
@@ -195,6 +200,12 @@ extension ListenerConfiguration {
                     key: "storage.postgresql.url", expected: "a postgresql:// URI or a conninfo string such as host=db dbname=listener")
             }
             storage.postgresql = Storage.PostgreSQL(url: postgresURL, password: postgresPassword)
+        }
+        if let v = try s.int("storage.postgresql.writers") {
+            guard (1...Storage.PostgreSQL.writerLimit).contains(v) else {
+                throw .invalidValue(key: "storage.postgresql.writers", expected: "1 to \(Storage.PostgreSQL.writerLimit) connections")
+            }
+            storage.postgresql?.writers = v
         }
         if storage.backend == .postgresql && storage.postgresql == nil {
             throw .missingValue(key: "storage.postgresql.url", reason: "storage.backend is postgresql")

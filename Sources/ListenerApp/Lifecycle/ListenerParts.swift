@@ -96,7 +96,8 @@ final class StorePart: ListenerPart {
         while true {
             do {
                 let store = try PostgreSQLCallbackStore(
-                    settings: settings, capacity: configuration.queueCapacity, logger: logger,
+                    settings: settings, capacity: configuration.queueCapacity,
+                    writers: configuration.postgresql?.writers ?? ListenerConfiguration.Storage.PostgreSQL.defaultWriters, logger: logger,
                     observer: { [metrics] event in
                         if case .committed(let size, let duration) = event { metrics.committed(batchSize: size, duration: duration) }
                     })
