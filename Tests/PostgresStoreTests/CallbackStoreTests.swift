@@ -446,6 +446,37 @@ private func everything(_ reader: any CallbackReader) throws -> [StoredCallback]
         #expect(ContinuousClock.now - submitted < .seconds(10))
     }
 
+    @Test func aWriterThatLostItsConnectionLeavesTheWorkToTheOthers() async throws {
+        let server = try PostgreSQLServer.shared()
+        let url = try server.makeDatabase(prefix: "onelost")
+        let store = try PostgreSQLCallbackStore(
+            settings: PostgreSQLSettings(url: url), capacity: 4096, writers: 3, logger: LogCapture().logger())
+        defer { store.close() }
+        let probe = try PostgreSQLConnection(PostgreSQLSettings(url: url))
+        let database = try probe.query("SELECT current_database()").string(0, 0)!
+        let probePID = try probe.query("SELECT pg_backend_pid()").int(0, 0)!
+        let admin = try PostgreSQLConnection(PostgreSQLSettings(url: server.url(database: "postgres")))
+        // One writer's session ends and it cannot reconnect; the other two keep theirs.
+        try admin.execute("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+        defer { try? admin.execute("ALTER DATABASE \(database) ALLOW_CONNECTIONS true") }
+        try admin.query(
+            """
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = $1 AND backend_type = 'client backend' AND pid <> $2 LIMIT 1
+            """, [.text(database), .int(probePID)])
+        try await Task.sleep(for: .milliseconds(600))  // its idle check has noticed by now
+        let results = try await blocking {
+            // One at a time, for a second: each is taken by whichever thread wakes first.
+            (0..<40).map { _ -> Result<CommitReceipt, CallbackStoreError> in
+                usleep(25_000)
+                return submitAll(store, [makeCallback()], timeout: .seconds(10))[0]
+            }
+        }
+        let failed = results.filter { if case .failure = $0 { true } else { false } }
+        #expect(failed.isEmpty, "\(failed.count) of 40 failed while two writers were connected: \(failed.first.map { "\($0)" } ?? "")")
+        #expect(!store.isFailing)
+    }
+
     @Test func commitsAreNotifiedAfterwardsWithTheHighestID() async throws {
         let url = try PostgreSQLServer.shared().makeDatabase(prefix: "notify")
         let store = try openStore(url)
