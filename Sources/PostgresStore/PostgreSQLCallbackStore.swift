@@ -277,7 +277,11 @@ private final class WriterThread: @unchecked Sendable {
                 }
                 if connection == nil {
                     writer.condition.lock()
-                    if othersConnected || (writer.pending.isEmpty && writer.jobs.isEmpty && !writer.stopping) {
+                    // A submitter's wake-up may have reached this thread: pass it on to all, so
+                    // that a connected one takes the work now rather than at its idle tick.
+                    let work = !writer.pending.isEmpty || !writer.jobs.isEmpty
+                    if othersConnected && work { writer.condition.broadcast() }
+                    if othersConnected || (!work && !writer.stopping) {
                         let wait = min(nextAttempt - ContinuousClock.now, .seconds(Writer.idleTick))
                         _ = writer.condition.wait(until: Date(timeIntervalSinceNow: max(0, wait.seconds)))
                     }
