@@ -21,7 +21,7 @@ public final class InstanceCoordinator: Sendable {
     /// For the heartbeat row: which machine, which process.
     private let host: String
     /// The connection, used under this lock only (renewals, the notification wait, the count, stop).
-    private let link = Mutex(Link())
+    private let link = Mutex(ConnectionLink())
     /// Leadership; never held across I/O, so `isLeader` and the fence never wait on the network.
     private let state = Mutex(State())
     /// Runs onChange in the order of the changes, outside every lock.
@@ -38,11 +38,6 @@ public final class InstanceCoordinator: Sendable {
     static let waitSlice: Duration = .milliseconds(100)
     /// How often the leader deletes the rows of instances gone for a day.
     static let cleanupInterval: Duration = .seconds(60)
-
-    private struct Link {
-        var connection: PostgreSQLConnection?
-        var closed = false
-    }
 
     private struct State {
         var started = false
@@ -89,7 +84,7 @@ public final class InstanceCoordinator: Sendable {
         guard first else { return }
         do throws(CallbackStoreError) {
             try link.withLock { link throws(CallbackStoreError) in
-                let connection = try connect()
+                let connection = try Self.connect(settings, leaseDuration: leaseDuration)
                 try PostgreSQLSchema.migrate(connection, location: settings.description)
                 link.connection = connection
             }
@@ -141,7 +136,7 @@ public final class InstanceCoordinator: Sendable {
             for attempt in 0..<2 {
                 if connection.map({ !$0.isUsable }) ?? true {
                     connection?.close()
-                    connection = try? connect()
+                    connection = try? Self.connect(settings, leaseDuration: leaseDuration)
                 }
                 guard let current = connection else { break }
                 do throws(PostgreSQLError) {
@@ -185,11 +180,7 @@ public final class InstanceCoordinator: Sendable {
             state.finished = true
             state.leading = false
         }
-        link.withLock { link in
-            link.closed = true
-            link.connection?.close()
-            link.connection = nil
-        }
+        link.close()
     }
 
     // MARK: - Renewing
@@ -335,31 +326,12 @@ public final class InstanceCoordinator: Sendable {
     private func withConnection<Result: Sendable>(
         _ body: (PostgreSQLConnection) throws(PostgreSQLError) -> Result
     ) throws(CallbackStoreError) -> Result {
-        try link.withLock { link throws(CallbackStoreError) -> Result in
-            guard !link.closed else { throw .closed }
-            let connection: PostgreSQLConnection
-            if let existing = link.connection, existing.isUsable {
-                connection = existing
-            } else {
-                link.connection?.close()
-                link.connection = nil
-                connection = try connect()
-                link.connection = connection
-            }
-            do throws(PostgreSQLError) {
-                return try body(connection)
-            } catch {
-                if error.connectionLost || !connection.isUsable {
-                    connection.close()
-                    link.connection = nil
-                }
-                throw error.storeError
-            }
-        }
+        try link.use(connecting: { () throws(CallbackStoreError) in try Self.connect(settings, leaseDuration: leaseDuration) }, body)
     }
 
     /// A connection that listens for the leader's release.
-    private func connect() throws(CallbackStoreError) -> PostgreSQLConnection {
+    private static func connect(_ settings: PostgreSQLSettings, leaseDuration: Duration) throws(CallbackStoreError) -> PostgreSQLConnection
+    {
         do throws(PostgreSQLError) {
             // A short timeout: the thread that renews must not sit in one attempt for long.
             let connection = try PostgreSQLConnection(settings, connectTimeoutSeconds: 2)

@@ -104,10 +104,10 @@ private final class Writer: @unchecked Sendable {
     let observer: PostgreSQLCallbackStore.Observer?
     private let capacity: Int
 
-    let condition = NSCondition()
-    var pending: [Submission] = []  // condition
-    var jobs: [Job] = []  // condition
-    var stopping = false  // condition
+    private let condition = NSCondition()
+    private var pending: [Submission] = []  // condition
+    private var jobs: [Job] = []  // condition
+    private var stopping = false  // condition
     private var running = 0  // condition: threads not finished yet
 
     private let threadIDs = Mutex<[pthread_t]>([])
@@ -218,6 +218,19 @@ private final class Writer: @unchecked Sendable {
         return (batch, taken)
     }
 
+    /// A thread without a connection waits for its next attempt: woken early by work only when
+    /// no other thread could take it. A submitter's wake-up that reached it is passed on to all,
+    /// so that a connected thread takes the work now rather than at its idle tick.
+    func waitDisconnected(for wait: Duration, othersConnected: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        let work = !pending.isEmpty || !jobs.isEmpty
+        if othersConnected && work { condition.broadcast() }
+        if othersConnected || (!work && !stopping) {
+            _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, wait.seconds)))
+        }
+    }
+
     var isStopping: Bool {
         condition.lock()
         defer { condition.unlock() }
@@ -276,16 +289,8 @@ private final class WriterThread: @unchecked Sendable {
                     if ContinuousClock.now >= nextAttempt { reconnect() }
                 }
                 if connection == nil {
-                    writer.condition.lock()
-                    // A submitter's wake-up may have reached this thread: pass it on to all, so
-                    // that a connected one takes the work now rather than at its idle tick.
-                    let work = !writer.pending.isEmpty || !writer.jobs.isEmpty
-                    if othersConnected && work { writer.condition.broadcast() }
-                    if othersConnected || (!work && !writer.stopping) {
-                        let wait = min(nextAttempt - ContinuousClock.now, .seconds(Writer.idleTick))
-                        _ = writer.condition.wait(until: Date(timeIntervalSinceNow: max(0, wait.seconds)))
-                    }
-                    writer.condition.unlock()
+                    writer.waitDisconnected(
+                        for: min(nextAttempt - ContinuousClock.now, .seconds(Writer.idleTick)), othersConnected: othersConnected)
                     continue
                 }
             }

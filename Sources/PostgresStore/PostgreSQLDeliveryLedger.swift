@@ -10,13 +10,8 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
     public let instance: String
     public let leaseDuration: Duration
     private let settings: PostgreSQLSettings
-    private let link: Mutex<Link>
-
     /// One connection, replaced on the next call after it broke.
-    private struct Link {
-        var connection: PostgreSQLConnection?
-        var closed = false
-    }
+    private let link: Mutex<ConnectionLink>
 
     public var sharesWork: Bool { true }
 
@@ -28,7 +23,7 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
         let connection: PostgreSQLConnection
         do { connection = try PostgreSQLConnection(settings) } catch { throw error.storeError }
         try PostgreSQLSchema.migrate(connection, location: settings.description)
-        link = Mutex(Link(connection: connection))
+        link = Mutex(ConnectionLink(connection: connection))
     }
 
     static let columns =
@@ -239,41 +234,18 @@ public final class PostgreSQLDeliveryLedger: DeliveryLedger {
 
     /// Closes the connection; later calls throw `.closed`.
     public func close() {
-        link.withLock { link in
-            link.closed = true
-            link.connection?.close()
-            link.connection = nil
-        }
+        link.close()
     }
 
     // MARK: - Internals
 
-    /// Runs `body` on the connection, connecting first when there is none (or it broke); a lost
-    /// connection is dropped, so the next call reconnects.
     private func withConnection<Result: Sendable>(
         _ body: (PostgreSQLConnection) throws(PostgreSQLError) -> Result
     ) throws(CallbackStoreError) -> Result {
-        try link.withLock { link throws(CallbackStoreError) -> Result in
-            guard !link.closed else { throw .closed }
-            let connection: PostgreSQLConnection
-            if let existing = link.connection, existing.isUsable {
-                connection = existing
-            } else {
-                link.connection?.close()
-                link.connection = nil
-                do throws(PostgreSQLError) { connection = try PostgreSQLConnection(settings) } catch { throw error.storeError }
-                link.connection = connection
-            }
-            do throws(PostgreSQLError) {
-                return try body(connection)
-            } catch {
-                if error.connectionLost || !connection.isUsable {
-                    connection.close()
-                    link.connection = nil
-                }
-                throw error.storeError
-            }
-        }
+        try link.use(
+            connecting: { () throws(CallbackStoreError) in
+                do throws(PostgreSQLError) { return try PostgreSQLConnection(settings) } catch { throw error.storeError }
+            }, body)
     }
 
     private func transaction<Result: Sendable>(
